@@ -1,0 +1,1 @@
+"""Test support: the channel conformance suite and real servers for tests."""
