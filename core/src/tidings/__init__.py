@@ -1,0 +1,75 @@
+"""tidings: one conversation model for every customer channel.
+
+The public surface a plugin may import: ``hookimpl``, ``Channel``, ``ChannelSettings``,
+``Account``, the models and the errors. Everything else is internal.
+"""
+
+from tidings.channel import Account, Channel, ChannelSettings
+from tidings.errors import (
+    ConfigError,
+    MalformedPayload,
+    PermanentSendError,
+    PluginError,
+    SendError,
+    SignatureError,
+    TidingsError,
+    TransientSendError,
+)
+from tidings.hookspecs import hookimpl
+from tidings.models import (
+    Address,
+    AddressKind,
+    Attachment,
+    AttachmentLimits,
+    Capabilities,
+    ContactMatch,
+    ContactType,
+    DeliveryStatus,
+    Endpoint,
+    InboundMessage,
+    OutboundMessage,
+    Priority,
+    SendResult,
+    StatusUpdate,
+    TemplateRef,
+    ThreadHeaders,
+    Threading,
+    WebhookReply,
+    WebhookRequest,
+    map_status,
+)
+
+__all__ = [
+    "Account",
+    "Address",
+    "AddressKind",
+    "Attachment",
+    "AttachmentLimits",
+    "Capabilities",
+    "Channel",
+    "ChannelSettings",
+    "ConfigError",
+    "ContactMatch",
+    "ContactType",
+    "DeliveryStatus",
+    "Endpoint",
+    "InboundMessage",
+    "MalformedPayload",
+    "OutboundMessage",
+    "PermanentSendError",
+    "PluginError",
+    "Priority",
+    "SendError",
+    "SendResult",
+    "SignatureError",
+    "StatusUpdate",
+    "TemplateRef",
+    "ThreadHeaders",
+    "Threading",
+    "TidingsError",
+    "TransientSendError",
+    "WebhookReply",
+    "WebhookRequest",
+    "hookimpl",
+    "map_status",
+]
