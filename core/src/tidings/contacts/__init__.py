@@ -1,0 +1,96 @@
+"""The built-in contact store: contacts and their addresses, answering contact lookup."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from tidings.models import Address, ContactMatch, ContactType
+from tidings.store import Store, tables
+
+SOURCE = "builtin"
+
+
+async def add_contact(
+    store: Store,
+    *,
+    type: ContactType,
+    display_name: str,
+    addresses: Sequence[Address] = (),
+    vip: bool = False,
+    owner: str | None = None,
+) -> int:
+    """Create a contact with its addresses in one transaction; returns its id."""
+    now = datetime.now(UTC)
+    async with store.write() as conn:
+        result = await conn.execute(
+            sa.insert(tables.contacts)
+            .values(
+                type=type.value,
+                display_name=display_name,
+                vip=vip,
+                owner=owner,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(tables.contacts.c.id)
+        )
+        contact_id = int(result.scalar_one())
+        if addresses:
+            await conn.execute(
+                sa.insert(tables.contact_addresses),
+                [
+                    {
+                        "contact_id": contact_id,
+                        "kind": a.kind.value,
+                        "scope": a.scope or "",
+                        "value": a.value,
+                        "is_default": index == 0,
+                    }
+                    for index, a in enumerate(dict.fromkeys(addresses))
+                ],
+            )
+    return contact_id
+
+
+async def find_by_address(store: Store, address: Address) -> list[ContactMatch]:
+    c, ca = tables.contacts, tables.contact_addresses
+    async with store.read() as conn:
+        ids = (
+            sa.select(ca.c.contact_id)
+            .where(
+                ca.c.kind == address.kind.value,
+                ca.c.scope == (address.scope or ""),
+                ca.c.value == address.value,
+            )
+            .scalar_subquery()
+        )
+        contacts = (await conn.execute(sa.select(c).where(c.c.id.in_(ids)).order_by(c.c.id))).all()
+        if not contacts:
+            return []
+        addr_rows = (
+            await conn.execute(
+                sa.select(ca)
+                .where(ca.c.contact_id.in_([row.id for row in contacts]))
+                .order_by(ca.c.contact_id, ca.c.id)
+            )
+        ).all()
+    by_contact: dict[int, list[Address]] = {}
+    for row in addr_rows:
+        by_contact.setdefault(row.contact_id, []).append(
+            Address(kind=row.kind, value=row.value, scope=row.scope or None)
+        )
+    return [
+        ContactMatch(
+            source=SOURCE,
+            external_id=str(row.id),
+            type=ContactType(row.type),
+            display_name=row.display_name,
+            addresses=tuple(by_contact.get(row.id, ())),
+            owner=row.owner,
+            vip=row.vip,
+        )
+        for row in contacts
+    ]
