@@ -1,0 +1,71 @@
+"""Opening a store: URL translation and the per-backend settings, in one place.
+
+Users write ``sqlite:///./tidings.db`` or ``postgresql://…``; the async drivers
+(aiosqlite, psycopg 3) are chosen here. Every SQLite/PostgreSQL difference that is not a
+column type lives in this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from tidings.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///./tidings.db"
+
+_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
+
+
+def async_url(database_url: str) -> URL:
+    """Map a user's database URL to the async driver tidings uses."""
+    try:
+        url = make_url(database_url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"not a database URL: {exc}", field="database_url") from None
+    backend = url.get_backend_name()
+    if backend == "postgres":
+        backend = "postgresql"
+    if backend not in _DRIVERS:
+        raise ConfigError(
+            f"unsupported database {backend!r}: use sqlite:///path or postgresql://…",
+            field="database_url",
+        )
+    if "+" not in url.drivername:
+        url = url.set(drivername=_DRIVERS[backend])
+    return url
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Autocommit at the driver level: SQLAlchemy's "begin" event below issues BEGIN itself,
+    # so write transactions can take the lock up front (BEGIN IMMEDIATE) instead of failing
+    # with SQLITE_BUSY when a read transaction tries to upgrade.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    mode = "IMMEDIATE" if conn.get_execution_options().get("tidings_write") else "DEFERRED"
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
+    url = async_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        engine = create_async_engine(url, **kwargs)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        return engine
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(url, **kwargs)
