@@ -1,0 +1,186 @@
+"""``tidings`` sub-commands: init, db, plugins, accounts, serve."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import anyio
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tidings.config import STARTER_CONFIG, build_accounts, config_path, load_config
+from tidings.errors import TidingsError
+from tidings.plugins import load_plugins
+from tidings.store import Store, head_revision
+
+app = typer.Typer(
+    name="tidings",
+    help="One conversation model for every customer channel.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+accounts_app = typer.Typer(help="Configured channel accounts.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(accounts_app, name="accounts")
+
+out = Console()
+err = Console(stderr=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Config file (default: $TIDINGS_CONFIG or ./tidings.toml)"),
+]
+
+
+def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn a TidingsError into one red line and exit status 1, not a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except TidingsError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+async def _upgrade(database_url: str) -> str:
+    store = Store.open(database_url)
+    try:
+        return await store.upgrade()
+    finally:
+        await store.close()
+
+
+@app.command()
+@friendly_errors
+def init(
+    config: ConfigOption = None,
+    if_missing: Annotated[
+        bool, typer.Option("--if-missing", help="Do nothing to an existing config file.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented starter tidings.toml and create the database."""
+    path = config or config_path()
+    if path.exists() and not force:
+        if not if_missing:
+            err.print(f"[bold red]error:[/] {path} exists (use --force to overwrite)")
+            raise typer.Exit(1)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(STARTER_CONFIG, encoding="utf-8")
+        err.print(f"wrote {path}")
+    cfg = load_config(path)
+    revision = anyio.run(_upgrade, cfg.database_url)
+    err.print(f"database ready at schema {revision}")
+
+
+@db_app.command("upgrade")
+@friendly_errors
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Apply every pending migration to the configured database."""
+    cfg = load_config(config)
+    revision = anyio.run(_upgrade, cfg.database_url)
+    out.print(f"schema at {revision} (head {head_revision()})")
+
+
+@app.command()
+@friendly_errors
+def plugins(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List loaded plugins: distribution, version, hook implementations, channels."""
+    rows = load_plugins().info()
+    if as_json:
+        sys.stdout.write(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+        return
+    table = Table("plugin", "distribution", "version", "hooks", "channels")
+    for r in rows:
+        table.add_row(
+            r.name,
+            r.distribution or "-",
+            r.version or "-",
+            ", ".join(r.hooks),
+            ", ".join(r.channels) or "-",
+        )
+    out.print(table)
+
+
+@accounts_app.command("list")
+@friendly_errors
+def accounts_list(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List configured accounts (settings validated; secrets are never shown)."""
+    cfg = load_config(config)
+    accounts = build_accounts(cfg, load_plugins())
+    rows: list[dict[str, Any]] = [
+        {"id": a.id, "channel": a.channel, "project": a.project} for a in accounts.values()
+    ]
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table("id", "channel", "project")
+    for row in rows:
+        table.add_row(row["id"], row["channel"], row["project"])
+    out.print(table)
+
+
+@accounts_app.command("urls")
+@friendly_errors
+def accounts_urls(account: str, config: ConfigOption = None) -> None:
+    """Print the webhook URLs to register with the provider for ACCOUNT."""
+    cfg = load_config(config)
+    plugins_ = load_plugins()
+    accounts = build_accounts(cfg, plugins_)
+    cfg.account_entry(account)
+    acct = accounts[account]
+    channel = plugins_.channel(acct.channel).channel
+    if not channel.webhooks:
+        out.print(f"{account} ({acct.channel}) receives no webhooks: nothing to register")
+        return
+    for endpoint, kind in channel.webhooks.items():
+        sys.stdout.write(f"{kind.value}\t{acct.webhook_url(endpoint)}\n")
+
+
+@app.command()
+@friendly_errors
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default from config).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from config).")] = None,
+) -> None:
+    """Run the HTTP service (webhooks, health) until interrupted."""
+    import uvicorn
+
+    from tidings.runtime import Runtime
+    from tidings.service import create_app
+
+    runtime = Runtime.start(config_path=config)
+    uvicorn.run(
+        create_app(runtime),
+        host=host or runtime.config.server.host,
+        port=port or runtime.config.server.port,
+        log_level="info",
+        timeout_graceful_shutdown=10,
+    )
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,54 @@
+"""The assembled system a command or server runs: configuration, plugins, accounts, store.
+
+Built once at start-up so that every configuration and plugin error surfaces before the
+first request, not in the middle of one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tidings.channel import Account
+from tidings.config import Config, build_accounts, load_config
+from tidings.plugins import ChannelHandle, Plugins, load_plugins
+from tidings.store import Store
+
+
+@dataclass
+class Runtime:
+    config: Config
+    plugins: Plugins
+    accounts: dict[str, Account[Any]]
+    store: Store
+
+    @classmethod
+    def start(
+        cls,
+        config: Config | None = None,
+        *,
+        plugins: Plugins | None = None,
+        config_path: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Runtime:
+        env = os.environ if env is None else env
+        plugins = plugins or load_plugins(env)
+        config = config or load_config(config_path, env)
+        accounts = build_accounts(config, plugins)
+        return cls(config, plugins, accounts, Store.open(config.database_url))
+
+    def account(self, account_id: str) -> Account[Any]:
+        try:
+            return self.accounts[account_id]
+        except KeyError:
+            self.config.account_entry(account_id)  # raises the ConfigError naming known ids
+            raise
+
+    def channel_for(self, account: Account[Any]) -> ChannelHandle:
+        return self.plugins.channel(account.channel)
+
+    async def close(self) -> None:
+        await self.store.close()
