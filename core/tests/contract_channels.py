@@ -23,6 +23,8 @@ from tidings import (
     InboundMessage,
     MalformedPayload,
     OutboundMessage,
+    PolledBatch,
+    PolledItem,
     SendResult,
     SignatureError,
     StatusUpdate,
@@ -142,3 +144,54 @@ class ChannelsPlugin:
     @hookimpl
     def register_channels(self) -> list[Channel]:
         return [self.json, self.form]
+
+
+class MailboxSettings(ChannelSettings):
+    folder: str = "INBOX"
+
+
+class PolledMailboxChannel(Channel):
+    """A polled channel over an in-process mailbox: items are (uid, raw text) pairs.
+
+    ``acknowledged`` records which uids were marked handled, in order.
+    """
+
+    name = "test_polled"
+    kind = "email"
+    settings_model = MailboxSettings
+    capabilities = Capabilities(polled=True, can_initiate=False, can_reply=False)
+
+    def __init__(self, mailbox: list[tuple[int, str]], batch_size: int = 2) -> None:
+        self.mailbox = mailbox
+        self.batch_size = batch_size
+        self.acknowledged: list[str] = []
+
+    @hookimpl
+    async def poll(
+        self, account: Account[MailboxSettings], cursor: dict[str, Any] | None, follow: bool
+    ) -> Any:
+        last = (cursor or {}).get("last_uid", 0)
+        pending = [(uid, text) for uid, text in self.mailbox if uid > last]
+        for start in range(0, len(pending), self.batch_size):
+            chunk = pending[start : start + self.batch_size]
+            yield PolledBatch(
+                items=tuple(PolledItem(id=str(uid), data=text.encode()) for uid, text in chunk),
+                cursor={"last_uid": chunk[-1][0]},
+                source=account.settings.folder,
+            )
+
+    @hookimpl
+    def receive(
+        self, account: Account[MailboxSettings], request: WebhookRequest | PolledBatch
+    ) -> list[InboundMessage]:
+        if not isinstance(request, PolledBatch):
+            raise MalformedPayload("this channel is polled, it has no webhooks")
+        out = []
+        for item in request.items:
+            sender, _, text = item.data.decode().partition("\n")
+            out.append(InboundMessage(provider_id=item.id, sender=Address.email(sender), text=text))
+        return out
+
+    @hookimpl
+    async def acknowledge(self, account: Account[MailboxSettings], batch: PolledBatch) -> None:
+        self.acknowledged.extend(item.id for item in batch.items)

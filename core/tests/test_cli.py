@@ -199,3 +199,28 @@ def test_serve_answers_health_checks(run: Run, tmp_path: Path) -> None:
     # uvicorn re-raises the SIGTERM it handled once the graceful shutdown is complete.
     assert proc.returncode in (0, -15), output
     assert "Application shutdown complete" in output
+
+
+COMMAND_PLUGIN = """
+import typer
+from tidings import hookimpl
+
+hello = typer.Typer(help="Greetings.")
+
+@hello.command()
+def say(name: str) -> None:
+    print(f"hello {name}")
+
+@hookimpl
+def register_commands(cli):
+    cli.add_typer(hello, name="hello")
+"""
+
+
+def test_hook_register_commands(run: Run, plugin_dists: PluginDists) -> None:
+    plugin_dists.add("tidings-hello", "tidings_hello", COMMAND_PLUGIN, entry_point="hello")
+    result = run("hello", "say", "Ala")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello Ala\n"
+    assert "hello" in run("--help").stdout
+    assert run("hello", "say", "x", env={"TIDINGS_DISABLE_PLUGINS": "hello"}).returncode == 2

@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 from conftest import PluginDists
-from contract_channels import AsyncJsonChannel, ChannelsPlugin, SyncFormChannel, sign
+from contract_channels import (
+    AsyncJsonChannel,
+    ChannelsPlugin,
+    PolledMailboxChannel,
+    SyncFormChannel,
+    sign,
+)
 
 from tidings import (
     Account,
@@ -21,6 +27,7 @@ from tidings import (
     Endpoint,
     MalformedPayload,
     OutboundMessage,
+    PolledBatch,
     SendResult,
     SignatureError,
     WebhookRequest,
@@ -393,3 +400,83 @@ def test_misspelled_hook_in_an_installed_plugin_fails(plugin_dists: PluginDists)
 
 def test_sync_form_channel_is_a_channel() -> None:
     assert isinstance(SyncFormChannel(), Channel)
+
+
+# --- polled channels ----------------------------------------------------------------------
+
+
+def mailbox_account() -> Account[Any]:
+    settings = PolledMailboxChannel.settings_model.model_validate({})
+    return Account[Any](id="mbox", channel="test_polled", project="p", settings=settings)
+
+
+@pytest.mark.anyio
+async def test_hook_poll() -> None:
+    channel = PolledMailboxChannel([(3, "a@x.org\none"), (5, "b@x.org\ntwo"), (9, "c@x.org\n3")])
+    handle = load_plugins(
+        {}, extra=[("p", Registers(channel))], entry_points_enabled=False
+    ).channel("test_polled")
+    batches = [b async for b in handle.poll(mailbox_account(), None, follow=False)]
+    assert [[i.id for i in b.items] for b in batches] == [["3", "5"], ["9"]]
+    assert [b.cursor for b in batches] == [{"last_uid": 5}, {"last_uid": 9}]
+    resumed = [b async for b in handle.poll(mailbox_account(), {"last_uid": 5}, follow=False)]
+    assert [[i.id for i in b.items] for b in resumed] == [["9"]]
+    (first, _) = batches
+    messages = await handle.receive(mailbox_account(), first)
+    assert [(m.provider_id, m.sender.value, m.text) for m in messages] == [
+        ("3", "a@x.org", "one"),
+        ("5", "b@x.org", "two"),
+    ]
+
+
+@pytest.mark.anyio
+async def test_hook_acknowledge() -> None:
+    channel = PolledMailboxChannel([(1, "a@x.org\none")])
+    handle = load_plugins(
+        {}, extra=[("p", Registers(channel))], entry_points_enabled=False
+    ).channel("test_polled")
+    (batch,) = [b async for b in handle.poll(mailbox_account(), None, follow=False)]
+    assert channel.acknowledged == []  # polling alone marks nothing
+    await handle.acknowledge(mailbox_account(), batch)
+    assert channel.acknowledged == ["1"]
+
+
+class NotAGenerator(PolledMailboxChannel):
+    name = "test_polled_bad"
+
+    @hookimpl
+    async def poll(  # type: ignore[override]
+        self, account: Account[Any], cursor: Any, follow: bool
+    ) -> list[PolledBatch]:
+        return []
+
+
+@pytest.mark.anyio
+async def test_poll_must_be_an_async_generator() -> None:
+    plugins = load_plugins(
+        {}, extra=[("p", Registers(NotAGenerator([])))], entry_points_enabled=False
+    )
+    with pytest.raises(PluginError, match="must be an async generator"):
+        async for _ in plugins.channel("test_polled_bad").poll(
+            mailbox_account(), None, follow=False
+        ):
+            pass
+
+
+class PolledWithoutAck(Channel):
+    name = "test_noack"
+    kind = "email"
+    capabilities = Capabilities(polled=True, can_reply=False, can_initiate=False)
+
+    @hookimpl
+    def receive(self, account: Account[Any], request: Any) -> list[Any]:
+        return []
+
+    @hookimpl
+    async def poll(self, account: Account[Any], cursor: Any, follow: bool) -> Any:
+        yield PolledBatch()
+
+
+def test_polled_channel_needs_poll_and_acknowledge() -> None:
+    with pytest.raises(PluginError, match="need the hook\\(s\\) acknowledge"):
+        load_plugins({}, extra=[("p", Registers(PolledWithoutAck()))], entry_points_enabled=False)

@@ -10,9 +10,10 @@ and marks its functions or methods with ``@tidings.hookimpl``.
 
 There are two kinds of hook:
 
-* **Plugin hooks** (``register_channels``, ``lookup_contacts``) are module-level functions of
-  a plugin; the core calls every implementation.
-* **Channel hooks** (``receive``, ``send``, ``delivery_status``) are methods of a
+* **Plugin hooks** (``register_channels``, ``register_commands``, ``lookup_contacts``) are
+  module-level functions of a plugin; the core calls every implementation.
+* **Channel hooks** (``receive``, ``send``, ``delivery_status``, and for polled channels
+  ``poll`` and ``acknowledge``) are methods of a
   ``tidings.Channel`` object returned by ``register_channels``. The core calls them only on
   the channel that owns the account in question — never on other channels — so an
   implementation never checks whether an account is its own. They may be ``async def``
@@ -24,18 +25,21 @@ There are two kinds of hook:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
+    import typer
+
     from tidings.channel import Account, Channel
     from tidings.models import (
         Address,
         ContactMatch,
         InboundMessage,
         OutboundMessage,
+        PolledBatch,
         SendResult,
         StatusUpdate,
         WebhookRequest,
@@ -47,7 +51,7 @@ PROJECT = "tidings"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-CHANNEL_HOOKS = ("receive", "send", "delivery_status")
+CHANNEL_HOOKS = ("receive", "send", "delivery_status", "poll", "acknowledge")
 """Hooks implemented by channel objects and dispatched to the owning channel only."""
 
 
@@ -62,19 +66,30 @@ def register_channels() -> Sequence[Channel]:
     raise NotImplementedError
 
 
+@hookspec
+def register_commands(cli: typer.Typer) -> None:
+    """``register_commands(cli) -> None``
+
+    Called once when the ``tidings`` command starts. Add sub-commands to ``cli`` (a
+    ``typer.Typer``), e.g. ``cli.add_typer(email_app, name="email")``. The return value is
+    ignored.
+    """
+
+
 @hookspec(firstresult=True)
 def receive(
-    account: Account[Any], request: WebhookRequest
+    account: Account[Any], request: WebhookRequest | PolledBatch
 ) -> Sequence[InboundMessage] | Awaitable[Sequence[InboundMessage]]:
     """``receive(account, request) -> Sequence[InboundMessage]`` (may be async)
 
-    Called on the owning channel for every webhook request to an endpoint declared as
-    ``Endpoint.MESSAGES`` or ``Endpoint.EVENTS`` (including GET handshakes), before anything
-    is stored. Check the signature first and raise ``SignatureError`` when it is missing or
-    wrong; raise ``MalformedPayload`` when the body is not what the provider documents.
-    Return the inbound messages the request carries (possibly none). The core stores them in
-    one transaction, deduplicated by ``provider_id``, and answers the provider with
-    ``Channel.reply()`` only after the commit.
+    Called on the owning channel, before anything is stored, for every webhook request to
+    an endpoint declared as ``Endpoint.MESSAGES`` or ``Endpoint.EVENTS`` (including GET
+    handshakes), and — for polled channels — for every ``PolledBatch`` that ``poll``
+    yields (turn its raw items into messages). Check a webhook's signature first and raise
+    ``SignatureError`` when it is missing or wrong; raise ``MalformedPayload`` when the
+    input is not what the provider documents. Return the inbound messages it carries
+    (possibly none). The core stores them in one transaction, deduplicated by
+    ``provider_id``, and answers the provider with ``Channel.reply()`` only after the commit.
     """
     raise NotImplementedError
 
@@ -94,16 +109,47 @@ def send(account: Account[Any], message: OutboundMessage) -> SendResult | Awaita
 
 @hookspec(firstresult=True)
 def delivery_status(
-    account: Account[Any], request: WebhookRequest
+    account: Account[Any], request: WebhookRequest | PolledBatch
 ) -> Sequence[StatusUpdate] | Awaitable[Sequence[StatusUpdate]]:
     """``delivery_status(account, request) -> Sequence[StatusUpdate]`` (may be async)
 
     Called on the owning channel for every webhook request to an endpoint declared as
-    ``Endpoint.STATUSES`` or ``Endpoint.EVENTS``. Check the signature as in ``receive``.
-    Return one ``StatusUpdate`` per reported message, its provider word mapped into
+    ``Endpoint.STATUSES`` or ``Endpoint.EVENTS``, and for every ``PolledBatch`` of a polled
+    channel that implements it (e.g. bounces found in a mailbox). Check the signature as in
+    ``receive``. Return one ``StatusUpdate`` per reported message, its provider word mapped into
     ``DeliveryStatus`` (``unknown`` for words you do not know — never drop them) and the raw
     word and error code kept beside it. Order does not matter: the core never moves a
     message's status backwards.
+    """
+    raise NotImplementedError
+
+
+@hookspec(firstresult=True)
+def poll(
+    account: Account[Any], cursor: Mapping[str, Any] | None, follow: bool
+) -> AsyncIterator[PolledBatch]:
+    """``poll(account, cursor, follow) -> AsyncIterator[PolledBatch]`` (an async generator)
+
+    Called by the worker on the owning channel of a polled account (``capabilities.polled``).
+    ``cursor`` is the ``PolledBatch.cursor`` of the last committed batch (``None`` the first
+    time). Yield batches of raw items in order, each with the cursor that is true once it
+    is stored. With ``follow=False`` return when nothing new is left (``tidings sync
+    --once``); with ``follow=True`` keep waiting for new items (IMAP IDLE or a polling
+    interval) until cancelled. Bound every network call with a timeout and let connection
+    errors propagate: the worker reconnects by calling ``poll`` again with the last saved
+    cursor, so nothing is lost or doubled.
+    """
+    raise NotImplementedError
+
+
+@hookspec(firstresult=True)
+def acknowledge(account: Account[Any], batch: PolledBatch) -> Awaitable[None] | None:
+    r"""``acknowledge(account, batch) -> None`` (may be async)
+
+    Called on the owning channel after everything ``batch`` carried is committed, so the
+    channel can mark its items as handled at the source (IMAP ``\Seen``). It is never called
+    for a batch that was not committed. Return nothing; an exception is logged and the
+    items are acknowledged again after the next ``poll`` (they are deduplicated on arrival).
     """
     raise NotImplementedError
 

@@ -11,7 +11,7 @@ import importlib
 import inspect
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, TypeVar, cast
@@ -28,6 +28,7 @@ from tidings.models import (
     ContactMatch,
     InboundMessage,
     OutboundMessage,
+    PolledBatch,
     SendResult,
     StatusUpdate,
     WebhookRequest,
@@ -96,13 +97,10 @@ class ChannelHandle:
             if name in plugins._channel_objects and p is not channel
         ]
         hook = plugins.pm.hook
-        self._receive = plugins.pm.subset_hook_caller("receive", others) if others else hook.receive
-        self._send = plugins.pm.subset_hook_caller("send", others) if others else hook.send
-        self._status = (
-            plugins.pm.subset_hook_caller("delivery_status", others)
-            if others
-            else hook.delivery_status
-        )
+        self._callers = {
+            name: plugins.pm.subset_hook_caller(name, others) if others else getattr(hook, name)
+            for name in hookspecs.CHANNEL_HOOKS
+        }
         self.implemented = frozenset(
             h
             for h in hookspecs.CHANNEL_HOOKS
@@ -117,14 +115,18 @@ class ChannelHandle:
         if hook not in self.implemented:
             raise PluginError(f"channel {self.name!r} does not implement the {hook} hook")
 
-    async def receive(self, account: Account[Any], request: WebhookRequest) -> list[InboundMessage]:
-        self._require("receive")
-        result = await _resolve(self._receive(account=account, request=request))
+    def _call(self, hook: str, **kwargs: Any) -> Any:
+        self._require(hook)
+        return self._callers[hook](**kwargs)
+
+    async def receive(
+        self, account: Account[Any], request: WebhookRequest | PolledBatch
+    ) -> list[InboundMessage]:
+        result = await _resolve(self._call("receive", account=account, request=request))
         return _check_items("receive", self.name, result, InboundMessage)
 
     async def send(self, account: Account[Any], message: OutboundMessage) -> SendResult:
-        self._require("send")
-        result = await _resolve(self._send(account=account, message=message))
+        result = await _resolve(self._call("send", account=account, message=message))
         if not isinstance(result, SendResult):
             raise PluginError(
                 f"channel {self.name!r}: hook send must return SendResult, "
@@ -133,11 +135,33 @@ class ChannelHandle:
         return result
 
     async def delivery_status(
-        self, account: Account[Any], request: WebhookRequest
+        self, account: Account[Any], request: WebhookRequest | PolledBatch
     ) -> list[StatusUpdate]:
-        self._require("delivery_status")
-        result = await _resolve(self._status(account=account, request=request))
+        result = await _resolve(self._call("delivery_status", account=account, request=request))
         return _check_items("delivery_status", self.name, result, StatusUpdate)
+
+    async def poll(
+        self, account: Account[Any], cursor: Mapping[str, Any] | None, *, follow: bool
+    ) -> AsyncIterator[PolledBatch]:
+        """The channel's batches, type-checked as they come."""
+        batches = self._call("poll", account=account, cursor=cursor, follow=follow)
+        if not isinstance(batches, AsyncIterator):
+            if inspect.iscoroutine(batches):
+                batches.close()  # an ``async def`` without ``yield``: never awaited
+            raise PluginError(
+                f"channel {self.name!r}: hook poll must be an async generator, "
+                f"got {type(batches).__name__}"
+            )
+        async for batch in batches:
+            if not isinstance(batch, PolledBatch):
+                raise PluginError(
+                    f"channel {self.name!r}: hook poll yielded a {type(batch).__name__}, "
+                    "expected PolledBatch"
+                )
+            yield batch
+
+    async def acknowledge(self, account: Account[Any], batch: PolledBatch) -> None:
+        await _resolve(self._call("acknowledge", account=account, batch=batch))
 
 
 @dataclass
@@ -328,6 +352,8 @@ def _check_required_hooks(handle: ChannelHandle) -> None:
     kinds = set(channel.webhooks.values())
     if kinds & {Endpoint.MESSAGES, Endpoint.EVENTS} or caps.polled:
         needed.add("receive")
+    if caps.polled:
+        needed.update(("poll", "acknowledge"))
     if kinds & {Endpoint.STATUSES, Endpoint.EVENTS}:
         needed.add("delivery_status")
     if caps.can_reply or caps.can_initiate:

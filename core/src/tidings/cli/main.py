@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
-from functools import wraps
+from functools import cache, wraps
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -17,7 +17,7 @@ from rich.table import Table
 
 from tidings.config import STARTER_CONFIG, build_accounts, config_path, load_config
 from tidings.errors import TidingsError
-from tidings.plugins import load_plugins
+from tidings.plugins import Plugins, load_plugins
 from tidings.store import Store, head_revision
 
 app = typer.Typer(
@@ -105,7 +105,7 @@ def plugins(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List loaded plugins: distribution, version, hook implementations, channels."""
-    rows = load_plugins().info()
+    rows = loaded_plugins().info()
     if as_json:
         sys.stdout.write(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
         return
@@ -129,7 +129,7 @@ def accounts_list(
 ) -> None:
     """List configured accounts (settings validated; secrets are never shown)."""
     cfg = load_config(config)
-    accounts = build_accounts(cfg, load_plugins())
+    accounts = build_accounts(cfg, loaded_plugins())
     rows: list[dict[str, Any]] = [
         {"id": a.id, "channel": a.channel, "project": a.project} for a in accounts.values()
     ]
@@ -147,7 +147,7 @@ def accounts_list(
 def accounts_urls(account: str, config: ConfigOption = None) -> None:
     """Print the webhook URLs to register with the provider for ACCOUNT."""
     cfg = load_config(config)
-    plugins_ = load_plugins()
+    plugins_ = loaded_plugins()
     accounts = build_accounts(cfg, plugins_)
     cfg.account_entry(account)
     acct = accounts[account]
@@ -172,7 +172,7 @@ def serve(
     from tidings.runtime import Runtime
     from tidings.service import create_app
 
-    runtime = Runtime.start(config_path=config)
+    runtime = Runtime.start(config_path=config, plugins=loaded_plugins())
     uvicorn.run(
         create_app(runtime),
         host=host or runtime.config.server.host,
@@ -182,5 +182,16 @@ def serve(
     )
 
 
+@cache
+def loaded_plugins() -> Plugins:
+    """The plugins of this process, loaded once (every command needs the same set)."""
+    return load_plugins()
+
+
 def main() -> None:
+    try:
+        loaded_plugins().pm.hook.register_commands(cli=app)
+    except TidingsError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise SystemExit(1) from None
     app()

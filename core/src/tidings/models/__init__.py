@@ -13,7 +13,13 @@ from tidings.models.messages import (
     ThreadHeaders,
 )
 from tidings.models.status import DeliveryStatus, StatusUpdate, advances, map_status
-from tidings.models.webhooks import Endpoint, WebhookReply, WebhookRequest
+from tidings.models.webhooks import (
+    Endpoint,
+    PolledBatch,
+    PolledItem,
+    WebhookReply,
+    WebhookRequest,
+)
 
 __all__ = [
     "Address",
@@ -27,6 +33,8 @@ __all__ = [
     "Endpoint",
     "InboundMessage",
     "OutboundMessage",
+    "PolledBatch",
+    "PolledItem",
     "Priority",
     "SendResult",
     "StatusUpdate",

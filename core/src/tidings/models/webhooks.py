@@ -63,3 +63,28 @@ class Endpoint(StrEnum):
     """Delivery reports: the delivery-status hook."""
     EVENTS = "events"
     """Both in one request (Meta): receive, then delivery status, one transaction."""
+
+
+class PolledItem(BaseModel):
+    """One raw item a polled channel fetched (e.g. one IMAP message: UID and RFC 822 bytes)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(min_length=1, max_length=300, description="the item's id at the source")
+    data: bytes = Field(repr=False)
+    meta: Mapping[str, Any] = Field(default_factory=dict)
+
+
+class PolledBatch(BaseModel):
+    """What a polled channel's ``poll`` hook yields: raw items plus the cursor after them.
+
+    The core hands the batch to ``receive`` (and ``delivery_status``), commits the messages
+    together with ``cursor`` (saved as the channel's state), and only then calls
+    ``acknowledge`` — so a crash never marks as read what was not stored.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    items: tuple[PolledItem, ...] = ()
+    cursor: Mapping[str, Any] | None = None
+    source: str = Field(default="", max_length=300, description="e.g. the IMAP folder")
