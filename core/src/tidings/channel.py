@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tidings.models.capabilities import Capabilities
+from tidings.models.messages import OutboundMessage
 from tidings.models.webhooks import Endpoint, WebhookReply, WebhookRequest
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -76,6 +77,11 @@ class Channel:
             value = cls.__dict__.get(attr)
             if value is not None and not re.match(NAME_PATTERN, value):
                 raise TypeError(f"{cls.__name__}.{attr} = {value!r} must match {NAME_PATTERN}")
+
+    def compose_info(self, account: Account[Any], message: OutboundMessage) -> dict[str, Any]:
+        """Facts shown to the agent before sending, e.g. ``{"segments": 2, "encoding":
+        "UCS-2"}`` for SMS. Must not call the provider. Default: nothing to show."""
+        return {}
 
     def reply(self, account: Account[Any], request: WebhookRequest) -> WebhookReply:
         """The HTTP answer once the request's content is committed. Override for TwiML etc."""

@@ -5,6 +5,7 @@ from tidings.models.attachments import Attachment, safe_filename
 from tidings.models.capabilities import AttachmentLimits, Capabilities, Threading
 from tidings.models.contacts import ContactMatch, ContactType, merge_matches
 from tidings.models.messages import (
+    Consent,
     InboundMessage,
     OutboundMessage,
     Priority,
@@ -27,6 +28,7 @@ __all__ = [
     "Attachment",
     "AttachmentLimits",
     "Capabilities",
+    "Consent",
     "ContactMatch",
     "ContactType",
     "DeliveryStatus",

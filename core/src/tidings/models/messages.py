@@ -38,6 +38,15 @@ class ThreadHeaders(BaseModel):
     references: tuple[str, ...] = ()
 
 
+class Consent(StrEnum):
+    """A customer's messaging consent, as a keyword (STOP/START) or the provider reports it."""
+
+    OPT_OUT = "opt_out"
+    """The customer asked for no more messages: sends to them are refused before the provider."""
+    OPT_IN = "opt_in"
+    """The customer asked to receive messages again."""
+
+
 class InboundMessage(BaseModel):
     """One message from a customer, as a channel's receive hook reports it.
 
@@ -58,6 +67,9 @@ class InboundMessage(BaseModel):
     sent_at: datetime = Field(default_factory=utcnow)
     thread: ThreadHeaders = Field(default_factory=ThreadHeaders)
     auto_reply: bool = False
+    consent: Consent | None = Field(
+        default=None, description="set when this message changes the sender's consent (STOP)"
+    )
     meta: dict[str, Any] = Field(default_factory=dict, description="channel-specific facts")
     raw: dict[str, Any] | None = Field(default=None, description="the provider payload")
     source: bytes | None = Field(default=None, repr=False, description="original bytes (.eml)")
