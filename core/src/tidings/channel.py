@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tidings.models.addresses import Address
 from tidings.models.capabilities import Capabilities
 from tidings.models.messages import OutboundMessage
 from tidings.models.webhooks import Endpoint, WebhookReply, WebhookRequest
@@ -77,6 +78,13 @@ class Channel:
             value = cls.__dict__.get(attr)
             if value is not None and not re.match(NAME_PATTERN, value):
                 raise TypeError(f"{cls.__name__}.{attr} = {value!r} must match {NAME_PATTERN}")
+
+    def own_address(self, account: Account[Any]) -> Address | None:
+        """The account's own address (its number, mailbox or page), when it has one.
+
+        Used as the "system" side of conversations and as the From of new messages.
+        """
+        return None
 
     def compose_info(self, account: Account[Any], message: OutboundMessage) -> dict[str, Any]:
         """Facts shown to the agent before sending, e.g. ``{"segments": 2, "encoding":

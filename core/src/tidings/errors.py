@@ -91,3 +91,34 @@ class PermanentSendError(SendError):
 
 class NotAllowed(TidingsError):
     """An operation the rules or the agent's permissions refuse."""
+
+
+class NotFound(TidingsError):
+    """No such object — or one the agent may not see (the two are indistinguishable on
+    purpose, so guessing ids reveals nothing)."""
+
+
+class Forbidden(NotAllowed):
+    """The agent lacks the project, channel permission or role the operation needs."""
+
+
+class InvalidTransition(NotAllowed):
+    """The conversation's state does not allow this (e.g. taking an assigned conversation)."""
+
+
+class DecisionRequired(TidingsError):
+    """Sending to a customer whose conversation belongs to another agent: the sender must
+    choose one of ``choices`` (cancel, assign to me and send, send only) and call again."""
+
+    def __init__(self, conversation_id: int, assignee_id: int, choices: tuple[str, ...]) -> None:
+        self.conversation_id = conversation_id
+        self.assignee_id = assignee_id
+        self.choices = choices
+        super().__init__(
+            f"conversation {conversation_id} is assigned to another agent ({assignee_id}); "
+            f"choose one of: {', '.join(choices)}"
+        )
+
+
+class Cancelled(TidingsError):
+    """The sender chose to cancel: nothing was sent."""

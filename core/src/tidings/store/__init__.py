@@ -23,6 +23,7 @@ __all__ = [
     "Store",
     "async_url",
     "current_revision",
+    "dialect_insert",
     "head_revision",
     "tables",
     "upgrade",
@@ -105,11 +106,15 @@ class Store:
         )
 
     def insert(self, table: sa.Table) -> Any:
-        """The backend's INSERT with ``on_conflict_do_*`` (both dialects spell it alike)."""
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
+        return dialect_insert(self.dialect, table)
 
-            return pg_insert(table)
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        return sqlite_insert(table)
+def dialect_insert(dialect: str, table: sa.Table) -> Any:
+    """The backend's INSERT with ``on_conflict_do_*`` (both dialects spell it alike)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from tidings.store.search import is_search_table
 from tidings.store.tables import metadata
 
 connection = context.config.attributes.get("connection")
@@ -15,6 +16,7 @@ context.configure(
     target_metadata=metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    include_name=lambda name, type_, parent: not (type_ == "table" and is_search_table(name)),
 )
 with context.begin_transaction():
     context.run_migrations()

@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("updated_at", UTCDateTime, nullable=False),
         sa.CheckConstraint("type in ('person', 'organisation')", name="ck_contacts_type"),
         sa.PrimaryKeyConstraint("id", name="pk_contacts"),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "contact_addresses",
@@ -59,6 +60,7 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "contact_id", "kind", "scope", "value", name="uq_contact_addresses_addr"
         ),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_contact_addresses_lookup", "contact_addresses", ["kind", "scope", "value"])
 

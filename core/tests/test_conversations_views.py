@@ -1,0 +1,266 @@
+"""Views, visibility, per-conversation features, filters, metrics and search."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from conversation_world import START, World, world  # noqa: F401
+
+from tidings import Attachment, ContactMatch, ContactType, InboundMessage
+from tidings.contacts import add_contact
+from tidings.conversations import Draft, Filters, Page, View
+from tidings.conversations.models import DateField, DateRange, Side
+from tidings.errors import Forbidden, NotFound
+from tidings.models import Address
+from tidings.store.search import SearchQueryError
+
+pytestmark = pytest.mark.anyio
+
+
+async def ids(w: World, actor_name: str, view: View, **filters: object) -> list[int]:
+    actor = getattr(w, actor_name)
+    rows = await w.svc.view(actor, view, Filters.model_validate(filters))
+    return [r.id for r in rows]
+
+
+async def one(w: World, number: str, **kw: object) -> int:
+    (cid,) = (await w.sms(number, **kw)).conversations  # type: ignore[arg-type]
+    return cid
+
+
+async def test_views_and_visibility(world: World) -> None:
+    pool = await one(world, "+48600000001")
+    alices = await one(world, "+48600000002")
+    bobs = await one(world, "+48600000003")
+    closed = await one(world, "+48600000004")
+    world.later(minutes=1)
+    email = (await world.mail("jan@k.pl", "Temat", "<e1@k.pl>")).conversations.pop()
+    sales = await one(world, "+48600000005", account="sales-sms")
+    await world.svc.take(world.alice, alices)
+    await world.svc.take(world.bob, bobs)
+    await world.svc.close(world.alice, closed)
+
+    assert await ids(world, "alice", View.MINE) == [alices]
+    assert set(await ids(world, "alice", View.ACTIVE)) == {pool, alices, email}
+    assert set(await ids(world, "alice", View.UNASSIGNED)) == {pool, email}
+    assert await ids(world, "alice", View.CLOSED) == [closed]
+    with pytest.raises(Forbidden, match="All view needs"):
+        await ids(world, "alice", View.ALL)
+    # carol: SMS only; dave: the sales project only.
+    assert set(await ids(world, "carol", View.ACTIVE)) == {pool}
+    assert await ids(world, "dave", View.ACTIVE) == [sales]
+    # the supervisor with the All permission sees every conversation, bob's included.
+    assert set(await ids(world, "boss", View.ALL)) == {pool, alices, bobs, closed, email, sales}
+    with pytest.raises(NotFound):
+        await world.svc.get(world.alice, bobs)
+
+
+async def test_starred_first_then_by_last_activity(world: World) -> None:
+    a = await one(world, "+48600000001")
+    world.later(minutes=1)
+    b = await one(world, "+48600000002")
+    world.later(minutes=1)
+    c = await one(world, "+48600000003")
+    assert await ids(world, "alice", View.ACTIVE) == [c, b, a]
+    await world.svc.star(world.alice, a)
+    assert await ids(world, "alice", View.ACTIVE) == [a, c, b]
+    world.later(minutes=1)
+    await world.sms("+48600000002", "news")
+    assert await ids(world, "alice", View.ACTIVE) == [a, b, c]
+    page = await world.svc.view(world.alice, View.ACTIVE, page=Page(limit=1, offset=1))
+    assert [r.id for r in page] == [b]
+
+
+async def test_tags_notes_events_and_comments(world: World) -> None:
+    cid = await one(world, "+48600000001")
+    assert await world.svc.tag(world.alice, cid, add=["VIP", "faktura"]) == ("faktura", "vip")
+    assert await world.svc.tag(world.alice, cid, remove=["vip"]) == ("faktura",)
+    with pytest.raises(ValueError, match="a tag has 1 to 100 characters"):
+        await world.svc.tag(world.alice, cid, add=[" "])
+    await world.svc.set_note(world.alice, cid, "Klient dzwonił wczoraj")
+    note_id = await world.svc.comment(world.bob, cid, "Sprawdź fakturę, nie wysyłać klientowi")
+    detail = await world.svc.get(world.alice, cid)
+    assert detail.note == "Klient dzwonił wczoraj"
+    comment = next(m for m in detail.messages if m.id == note_id)
+    assert comment.direction == "note"
+    assert detail.summary.metrics.message_count == 1  # comments are not messages
+    events = await world.svc.events(world.alice, cid)
+    assert [(e.kind, e.actor_id) for e in events] == [
+        ("created", None),
+        ("tagged", world.alice.id),
+        ("tagged", world.alice.id),
+        ("note", world.alice.id),
+        ("commented", world.bob.id),
+    ]
+    assert all(e.at == START for e in events)
+
+
+async def test_message_tags_and_read_marks_per_agent(world: World) -> None:
+    cid = await one(world, "+48600000001")
+    await world.sms("+48600000001", "second")
+    detail = await world.svc.get(world.alice, cid)
+    first, second = detail.messages
+    assert not detail.all_read
+    await world.svc.mark_read(world.alice, [first.id, second.id])
+    assert (await world.svc.get(world.alice, cid)).all_read
+    assert not (await world.svc.get(world.bob, cid)).all_read  # per agent
+    await world.svc.mark_read(world.alice, [second.id], read=False)
+    assert [m.read for m in (await world.svc.get(world.alice, cid)).messages] == [True, False]
+    assert await world.svc.tag_message(world.alice, first.id, add=["reklamacja"]) == ("reklamacja",)
+    assert (await world.svc.get(world.bob, cid)).messages[0].tags == ("reklamacja",)
+    with pytest.raises(NotFound):
+        await world.svc.mark_read(world.dave, [first.id])
+
+
+async def test_contacts_found_by_lookup_are_linked(world: World) -> None:
+    contact_id = await add_contact(
+        world.store, type=ContactType.PERSON, display_name="Jan Kowalski",
+        addresses=[Address.phone("+48600000001")],
+    )  # fmt: skip
+    cid = await one(world, "+48600000001")
+    detail = await world.svc.get(world.alice, cid)
+    assert [(c.source, c.external_id) for c in detail.contacts] == [("builtin", str(contact_id))]
+    assert detail.summary.customer_name == "Jan Kowalski"
+    other = await one(world, "+48600000002")
+    await world.svc.link_contact(
+        world.alice, other, ContactMatch(source="crm", external_id="C1", display_name="Firma")
+    )
+    assert await ids(world, "alice", View.ACTIVE, contact=("crm", "C1")) == [other]
+    assert await ids(world, "alice", View.ACTIVE, contact=("builtin", str(contact_id))) == [cid]
+
+
+async def test_filters(world: World) -> None:
+    a = await one(world, "+48600000001", name="Anna")
+    world.later(hours=1)
+    (b,) = (
+        await world.mail("jan@k.pl", "Faktura korygująca", "<b1@k.pl>", cc=["ksiegowa@k.pl"])
+    ).conversations
+    world.later(hours=1)
+    c = await one(world, "+48600000003", account="sms-de")
+    await world.svc.take(world.alice, a)
+    await world.svc.close(world.alice, a)
+    await world.svc.star(world.boss, c)
+    await world.svc.tag(world.boss, b, add=["pilne", "faktura"])
+    await world.svc.tag(world.boss, c, add=["pilne"])
+    msg = InboundMessage(
+        provider_id="att-1", sender=Address.phone("+48600000003"),
+        attachments=(Attachment(filename="Skan_umowy.pdf", data=b"%PDF"),),
+    )  # fmt: skip
+    await world.svc.ingest("sms-de", [msg])
+
+    async def f(**kw: object) -> set[int]:
+        return set(await ids(world, "boss", View.ALL, **kw))
+
+    assert await f(starred=True) == {c}
+    assert await f(tags=("pilne",)) == {b, c}
+    assert await f(tags=("pilne", "faktura")) == {b}
+    assert await f(project="support") == {a, b, c}
+    assert await f(project="sales") == set()
+    assert await f(assignee=world.alice.id) == {a}
+    assert await f(participant="ksiegowa@") == {b}
+    assert await f(participant="+48221000000", participant_side=Side.SYSTEM) == {a}
+    assert await f(participant="+48221000000", participant_side=Side.CUSTOMER) == set()
+    assert await f(subject="KORYGUJ") == {b}
+    assert await f(conversation_id=b) == {b}
+    assert await f(attachment_name="umowy") == {c}
+    assert await f(kind="email") == {b}
+    assert await f(channel="t_sms") == {a, c}
+    assert await f(state="closed") == {a}
+    window = DateRange(field=DateField.STARTED, start=START + timedelta(minutes=30),
+                       end=START + timedelta(minutes=90))  # fmt: skip
+    assert await f(dates=(window,)) == {b}
+    closed = DateRange(field=DateField.CLOSED, start=START)
+    assert await f(dates=(closed,)) == {a}
+    assert await f(dates=(closed,), kind="email") == set()  # filters combine
+    with pytest.raises(ValueError, match="participant_side needs participant"):
+        await f(participant_side=Side.SYSTEM)
+
+
+async def test_metrics_from_the_history(world: World) -> None:
+    cid = await one(world, "+48600000001")  # 09:00 customer writes
+    world.later(minutes=3)
+    await world.svc.take(world.alice, cid)  # 3 minutes in the pool
+    world.later(minutes=7)
+    await world.svc.send(world.alice, Draft(text="a"), conversation_id=cid)  # 09:10 reply
+    world.later(minutes=50)
+    await world.sms("+48600000001", "b")  # 10:00 customer again
+    world.later(minutes=5)
+    await world.svc.send(world.alice, Draft(text="c"), conversation_id=cid)  # 10:05
+    world.later(minutes=15)
+    await world.sms("+48600000001", "d")  # 10:20 waiting since
+    world.later(minutes=10)  # now 10:30
+    m = (await world.svc.get(world.alice, cid)).summary.metrics
+    assert m.message_count == 5
+    assert m.time_to_first_reply == timedelta(minutes=10)
+    assert m.customer_waiting_now == timedelta(minutes=10)
+    assert m.total_wait_for_agent == timedelta(minutes=10 + 5 + 10)
+    assert m.total_wait_for_customer == timedelta(minutes=50 + 15)
+    assert m.total_time_in_queue == timedelta(minutes=3)
+    assert m.since_last_queue_entry is None
+    assert m.processing_time == timedelta(minutes=90)
+    assert m.last_inbound_at == START + timedelta(minutes=80)
+    assert m.last_outbound_at == START + timedelta(minutes=65)
+    await world.svc.unassign(world.boss, cid)
+    world.later(minutes=4)
+    m = (await world.svc.get(world.alice, cid)).summary.metrics
+    assert m.since_last_queue_entry == timedelta(minutes=4)
+    assert m.total_time_in_queue == timedelta(minutes=7)
+
+
+async def test_a_late_message_recomputes_metrics_as_if_in_order(world: World) -> None:
+    cid = await one(world, "+48600000001")  # 09:00
+    world.later(minutes=10)
+    await world.svc.send(world.alice, Draft(text="a"), conversation_id=cid)  # 09:10
+    world.later(minutes=20)
+    await world.sms("+48600000001", "c")  # 09:30
+    # A message the customer sent at 09:05 arrives only now.
+    await world.sms("+48600000001", "b", at=START + timedelta(minutes=5))
+    m = (await world.svc.get(world.alice, cid)).summary.metrics
+    assert m.message_count == 4
+    assert m.time_to_first_reply == timedelta(minutes=10)
+    assert m.total_wait_for_customer == timedelta(minutes=20)
+    assert m.customer_waiting_now == timedelta(0)
+    assert m.last_message_at == START + timedelta(minutes=30)
+
+
+async def test_search_customer_names_and_text_by_word_prefix(world: World) -> None:
+    a = await one(
+        world, "+48600000001", text="Zamówienie 4711 nie dotarło", name="Żaneta Wiśniewska"
+    )
+    sent = await world.mail(
+        "jan.kowalski@firma.pl", "Faktura", "<s1@f.pl>", text="Proszę o fakturę VAT",
+        name="Jan Kowalski",
+    )  # fmt: skip
+    (b,) = sent.conversations
+
+    async def hits(query: str) -> set[int]:
+        return set(await ids(world, "boss", View.ALL, search=query))
+
+    assert await hits("zamów") == {a}
+    assert await hits("ZAMÓWIENIE") == {a}
+    assert await hits("471") == {a}
+    assert await hits("wiśn") == {a}  # customer name
+    assert await hits("kowal") == {b}
+    assert await hits("fakt") == {b}  # subject and text
+    assert await hits("firma") == set()  # addresses are not text
+    assert await hits("zamów dota") == {a}  # every word, as prefixes
+    assert await hits("zamów faktur") == set()
+    assert await hits("mówienie") == set()  # prefixes, not infixes
+    for short in ("za", "  a ", ""):
+        with pytest.raises(SearchQueryError, match="at least 3 characters"):
+            await hits(short)
+    flat = await world.svc.messages(world.boss, View.ALL, Filters(search="vat"))
+    assert [m.conversation_id for m in flat] == [b]
+
+
+async def test_flat_message_view(world: World) -> None:
+    a = await one(world, "+48600000001", text="pierwsza")
+    world.later(minutes=1)
+    await world.svc.send(world.alice, Draft(text="odpowiedź"), conversation_id=a)
+    world.later(minutes=1)
+    await one(world, "+48600000002", text="druga")
+    flat = await world.svc.messages(world.alice, View.ACTIVE)
+    assert [m.text for m in flat] == ["druga", "odpowiedź", "pierwsza"]
+    mine = await world.svc.messages(world.alice, View.MINE)
+    assert [m.text for m in mine] == ["odpowiedź", "pierwsza"]
