@@ -112,7 +112,7 @@ def test_misspelled_hook_stops_start_up_naming_it(run: Run, plugin_dists: Plugin
     plugin_dists.add(
         "tidings-typo",
         "tidings_typo",
-        "from tidings import hookimpl\n\n@hookimpl\ndef lookup_contact(address):\n    return []\n",
+        "from tidings import hookimpl\n\n@hookimpl\ndef lookup_contact(addresses):\n    pass\n",
     )
     result = run("plugins")
     assert result.returncode == 1

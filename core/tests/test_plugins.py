@@ -127,34 +127,54 @@ async def test_hook_delivery_status(plugins: Plugins) -> None:
 class CrmPlugin:
     """An async CRM answering for one address, and a broken one that raises."""
 
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
     @hookimpl
-    async def lookup_contacts(self, address: Address) -> list[ContactMatch]:
-        if address.value == "+48600100200":
-            return [ContactMatch(source="crm", external_id="C-9", display_name="Jan (CRM)")]
-        return []
+    async def lookup_contacts(self, addresses: list[Address]) -> dict[str, list[ContactMatch]]:
+        self.calls.append([a.key for a in addresses])
+        return {
+            a.key: [ContactMatch(source="crm", external_id="C-9", display_name="Jan (CRM)")]
+            for a in addresses
+            if a.value == "+48600100200"
+        }
 
 
 class BrokenCrm:
     @hookimpl
-    def lookup_contacts(self, address: Address) -> list[ContactMatch]:
+    def lookup_contacts(self, addresses: list[Address]) -> None:
         raise RuntimeError("CRM is down")
+
+
+class SloppyCrm:
+    @hookimpl
+    def lookup_contacts(self, addresses: list[Address]) -> list[str]:
+        return ["not a mapping"]
 
 
 @pytest.mark.anyio
 async def test_hook_lookup_contacts(store: Store) -> None:
+    crm = CrmPlugin()
     plugins = load_plugins(
-        {}, extra=[("crm", CrmPlugin()), ("broken", BrokenCrm())], entry_points_enabled=False
+        {},
+        extra=[("crm", crm), ("broken", BrokenCrm()), ("sloppy", SloppyCrm())],
+        entry_points_enabled=False,
     )
     jan = Address.phone("+48600100200")
+    ewa = Address.email("ewa@example.com")
+    nobody = Address.phone("+48600999999")
     contact_id = await add_contact(
-        store, type=ContactType.PERSON, display_name="Jan Kowalski", addresses=[jan]
+        store, type=ContactType.PERSON, display_name="Jan Kowalski", addresses=[jan, ewa]
     )
-    matches = await plugins.lookup_contacts(jan, store)
-    assert [(m.source, m.external_id, m.display_name) for m in matches] == [
+    answers = await plugins.lookup_contacts([jan, ewa, nobody, jan], store)
+    assert crm.calls == [[jan.key, ewa.key, nobody.key]]  # one call per batch, no repeats
+    assert [(m.source, m.external_id, m.display_name) for m in answers[jan.key]] == [
         ("builtin", str(contact_id), "Jan Kowalski"),
         ("crm", "C-9", "Jan (CRM)"),
     ]
-    assert await plugins.lookup_contacts(Address.phone("+48600999999"), store) == []
+    assert [m.external_id for m in answers[ewa.key]] == [str(contact_id)]
+    assert answers[nobody.key] == []
+    assert await plugins.lookup_contacts([], store) == {}
 
 
 # --- dispatch -----------------------------------------------------------------------------
@@ -225,7 +245,7 @@ async def test_wrappers_observe_every_channel(plugin: ChannelsPlugin) -> None:
 
 class Misspelled:
     @hookimpl
-    def lookup_contact(self, address: Address) -> None:  # the spec is lookup_contacts
+    def lookup_contact(self, addresses: list[Address]) -> None:  # the spec is lookup_contacts
         return None
 
 
@@ -237,7 +257,7 @@ def test_misspelled_hook_fails_naming_it() -> None:
 
 class WrongArgument:
     @hookimpl
-    def lookup_contacts(self, addr: Address) -> None:
+    def lookup_contacts(self, addr: list[Address]) -> None:
         return None
 
 
@@ -342,8 +362,8 @@ CRM_PLUGIN = """
 from tidings import hookimpl
 
 @hookimpl
-def lookup_contacts(address):
-    return []
+def lookup_contacts(addresses):
+    return {}
 """
 
 

@@ -156,15 +156,18 @@ def acknowledge(account: Account[Any], batch: PolledBatch) -> Awaitable[None] | 
 
 @hookspec
 def lookup_contacts(
-    address: Address, store: Store
-) -> Sequence[ContactMatch] | Awaitable[Sequence[ContactMatch]] | None:
-    """``lookup_contacts(address, store) -> Sequence[ContactMatch] | None`` (may be async)
+    addresses: Sequence[Address], store: Store
+) -> Mapping[str, Sequence[ContactMatch]] | Awaitable[Mapping[str, Sequence[ContactMatch]]] | None:
+    """``lookup_contacts(addresses, store) -> Mapping[str, Sequence[ContactMatch]] | None``
+    (may be async)
 
-    Called for the customer address of each new inbound message and when an agent asks.
-    Every implementation is called (the built-in contact store is one); return the contacts
-    you know for ``address`` — an empty sequence or ``None`` when you know none. Answers are
-    merged in registration order (built-ins first), duplicates (same ``source`` and
-    ``external_id``) dropped.
-    Raise nothing for "not found"; an exception is logged and that source skipped.
+    Called with the customer addresses of each batch of new inbound messages (one call per
+    batch, so a CRM can answer with one request) and when an agent asks. Every
+    implementation is called, concurrently; the built-in contact store is one. Return the
+    contacts you know, keyed by ``Address.key`` of the address they were found for; leave
+    out addresses you know nothing about (or return ``None``). Answers are merged in
+    registration order (built-ins first), duplicates (same ``source`` and ``external_id``)
+    dropped. Raise nothing for "not found"; an exception is logged and that source skipped,
+    so a CRM outage never stops ingestion.
     """
     raise NotImplementedError

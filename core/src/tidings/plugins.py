@@ -11,7 +11,7 @@ import importlib
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, TypeVar, cast
@@ -182,25 +182,46 @@ class Plugins:
                 f"channel {name!r} is not installed (installed: {installed})"
             ) from None
 
-    async def lookup_contacts(self, address: Address, store: Any) -> list[ContactMatch]:
-        """Ask every contact source concurrently; merge the answers in plugin order."""
+    async def lookup_contacts(
+        self, addresses: Sequence[Address], store: Any
+    ) -> dict[str, list[ContactMatch]]:
+        """Ask every contact source concurrently; merge the answers per address key in
+        registration order. Every asked address has an entry (possibly empty)."""
+        wanted = list({a.key: a for a in addresses}.values())
         impls = self.pm.hook.lookup_contacts.get_hookimpls()
-        answers: list[list[ContactMatch]] = [[] for _ in impls]
+        answers: list[Mapping[str, Sequence[ContactMatch]]] = [{} for _ in impls]
 
-        async def ask(index: int, func: Callable[..., Any], argnames: Sequence[str]) -> None:
-            kwargs = {"address": address, "store": store}
+        async def ask(index: int, impl: Any) -> None:
+            kwargs = {"addresses": wanted, "store": store}
             try:
-                value = await _resolve(func(**{k: kwargs[k] for k in argnames}))
+                value = await _resolve(impl.function(**{k: kwargs[k] for k in impl.argnames}))
             except Exception:  # one broken CRM must not stop ingestion
-                log.exception("contact lookup failed in %s", impls[index].plugin_name)
+                log.exception("contact lookup failed in %s", impl.plugin_name)
                 return
-            if value:
-                answers[index] = [m for m in value if isinstance(m, ContactMatch)]
+            if value is None:
+                return
+            if not isinstance(value, Mapping):
+                log.error(
+                    "contact lookup in %s returned %s, not a mapping of address keys; ignored",
+                    impl.plugin_name,
+                    type(value).__name__,
+                )
+                return
+            answers[index] = value
 
-        async with anyio.create_task_group() as tg:
-            for index, impl in enumerate(impls):
-                tg.start_soon(ask, index, impl.function, impl.argnames)
-        return merge_matches(answers)
+        if wanted:
+            async with anyio.create_task_group() as tg:
+                for index, impl in enumerate(impls):
+                    tg.start_soon(ask, index, impl)
+        return {
+            a.key: merge_matches(
+                [
+                    [m for m in answer.get(a.key, ()) if isinstance(m, ContactMatch)]
+                    for answer in answers
+                ]
+            )
+            for a in wanted
+        }
 
     def info(self) -> list[PluginInfo]:
         """One entry per plugin module (channels are listed under their plugin)."""

@@ -56,25 +56,35 @@ async def add_contact(
 
 
 async def find_by_address(store: Store, address: Address) -> list[ContactMatch]:
+    return (await find_by_addresses(store, [address]))[address.key]
+
+
+async def find_by_addresses(
+    store: Store, addresses: Sequence[Address]
+) -> dict[str, list[ContactMatch]]:
+    """Contacts per address key, in one query for the whole batch."""
     c, ca = tables.contacts, tables.contact_addresses
-    async with store.read() as conn:
-        ids = (
-            sa.select(ca.c.contact_id)
-            .where(
-                ca.c.kind == address.kind.value,
-                ca.c.scope == (address.scope or ""),
-                ca.c.value == address.value,
-            )
-            .scalar_subquery()
+    found: dict[str, list[ContactMatch]] = {a.key: [] for a in addresses}
+    if not addresses:
+        return found
+    wanted = sa.or_(
+        *(
+            sa.and_(ca.c.kind == a.kind.value, ca.c.scope == (a.scope or ""), ca.c.value == a.value)
+            for a in {a.key: a for a in addresses}.values()
         )
-        contacts = (await conn.execute(sa.select(c).where(c.c.id.in_(ids)).order_by(c.c.id))).all()
-        if not contacts:
-            return []
+    )
+    async with store.read() as conn:
+        hits = (await conn.execute(sa.select(ca.c.contact_id, ca.c.kind, ca.c.scope, ca.c.value)
+                                   .where(wanted))).all()  # fmt: skip
+        if not hits:
+            return found
+        ids = sorted({row.contact_id for row in hits})
+        contacts = {
+            row.id: row for row in (await conn.execute(sa.select(c).where(c.c.id.in_(ids)))).all()
+        }
         addr_rows = (
             await conn.execute(
-                sa.select(ca)
-                .where(ca.c.contact_id.in_([row.id for row in contacts]))
-                .order_by(ca.c.contact_id, ca.c.id)
+                sa.select(ca).where(ca.c.contact_id.in_(ids)).order_by(ca.c.contact_id, ca.c.id)
             )
         ).all()
     by_contact: dict[int, list[Address]] = {}
@@ -82,15 +92,18 @@ async def find_by_address(store: Store, address: Address) -> list[ContactMatch]:
         by_contact.setdefault(row.contact_id, []).append(
             Address(kind=row.kind, value=row.value, scope=row.scope or None)
         )
-    return [
-        ContactMatch(
-            source=SOURCE,
-            external_id=str(row.id),
-            type=ContactType(row.type),
-            display_name=row.display_name,
-            addresses=tuple(by_contact.get(row.id, ())),
-            owner=row.owner,
-            vip=row.vip,
+    for hit in sorted(hits, key=lambda h: h.contact_id):
+        key = Address(kind=hit.kind, value=hit.value, scope=hit.scope or None).key
+        row = contacts[hit.contact_id]
+        found.setdefault(key, []).append(
+            ContactMatch(
+                source=SOURCE,
+                external_id=str(row.id),
+                type=ContactType(row.type),
+                display_name=row.display_name,
+                addresses=tuple(by_contact.get(row.id, ())),
+                owner=row.owner,
+                vip=row.vip,
+            )
         )
-        for row in contacts
-    ]
+    return found

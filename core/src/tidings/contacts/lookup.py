@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from tidings.contacts import find_by_address
+from collections.abc import Sequence
+
+from tidings.contacts import find_by_addresses
 from tidings.hookspecs import hookimpl
 from tidings.models import Address, ContactMatch
 from tidings.store import Store
 
 
 @hookimpl
-async def lookup_contacts(address: Address, store: Store) -> list[ContactMatch]:
-    return await find_by_address(store, address)
+async def lookup_contacts(
+    addresses: Sequence[Address], store: Store
+) -> dict[str, list[ContactMatch]]:
+    return await find_by_addresses(store, addresses)

@@ -46,16 +46,6 @@ class AccountInfo:
     own_address: Address | None
 
 
-async def _event(
-    conn: AsyncConnection, cid: int, at: datetime, kind: str, data: Mapping[str, Any]
-) -> None:
-    await conn.execute(
-        sa.insert(tables.events).values(
-            conversation_id=cid, at=at, actor_id=None, kind=kind, data=dict(data)
-        )
-    )
-
-
 def _refs(msg: InboundMessage) -> list[str]:
     """Message-IDs linking this message to a thread, the most specific first."""
     thread = msg.thread
@@ -107,49 +97,6 @@ async def _find_email_thread(
     return None if found is None else int(found)
 
 
-async def _create_conversation(
-    conn: AsyncConnection,
-    info: AccountInfo,
-    msg: InboundMessage,
-    customer_key: str,
-    customer_name: str,
-    now: datetime,
-) -> int | None:
-    account = info.account
-    project_id = await ensure_project(conn, account.project, lambda: now)
-    system = (
-        info.own_address.key
-        if info.own_address
-        else (msg.recipients[0].key if msg.recipients else "")
-    )
-    values = {
-        "project_id": project_id,
-        "account_id": account.id,
-        "channel": account.channel,
-        "kind": info.kind,
-        "customer_key": customer_key,
-        "customer_name": customer_name,
-        "system_key": system,
-        "thread_key": customer_key if info.threading is Threading.ADDRESS else None,
-        "subject": (msg.subject or "")[:998],
-        "base_subject": base_subject(msg.subject)[:998],
-        "state": State.NEW.value,
-        "created_at": msg.sent_at,
-        "updated_at": now,
-        "last_message_at": msg.sent_at,
-        "queue_entered_at": now,
-    }
-    stmt = dialect_insert(conn.dialect.name, c).values(**values)
-    if info.threading is Threading.ADDRESS:
-        stmt = stmt.on_conflict_do_nothing(index_elements=[c.c.account_id, c.c.thread_key])
-    cid = (await conn.execute(stmt.returning(c.c.id))).scalar_one_or_none()
-    if cid is None:
-        return None  # a concurrent transaction created it first
-    await search.index_customer_name(conn, int(cid), customer_name)
-    await _event(conn, int(cid), now, "created", {"account": account.id})
-    return int(cid)
-
-
 async def _store_attachments(
     conn: AsyncConnection, message_id: int, attachments: Sequence[Attachment]
 ) -> None:
@@ -191,12 +138,14 @@ async def ingest(
 ) -> IngestResult:
     """Store ``messages`` of one account in the caller's transaction.
 
-    ``contacts`` maps sender address keys to the contact-lookup answers (looked up before
-    the transaction: a CRM call must not hold database locks).
+    Batch-shaped: a fixed number of statements per batch, not per message, so a mailbox
+    sync or a burst of webhooks costs little more than one message. ``contacts`` maps
+    sender address keys to contact-lookup answers (looked up before the transaction: a
+    CRM call must not hold database locks).
     """
     result = IngestResult()
     account = info.account
-    ids = [msg.provider_id for msg in messages]
+    ids = list(dict.fromkeys(msg.provider_id for msg in messages))
     seen = set(
         (
             await conn.execute(
@@ -206,167 +155,329 @@ async def ingest(
             )
         ).scalars()
     )
+    fresh: list[InboundMessage] = []
     for msg in sorted(messages, key=lambda item: item.sent_at):
         if msg.provider_id in seen:
             result.duplicates += 1
-            continue
-        seen.add(msg.provider_id)
-        await _ingest_one(conn, info, msg, contacts.get(msg.sender.key, ()), now,
-                          subject_window, result)  # fmt: skip
+        else:
+            seen.add(msg.provider_id)
+            fresh.append(msg)
+    if not fresh:
+        return result
+
+    names = {
+        msg.sender.key: next((x.display_name for x in contacts.get(msg.sender.key, ())
+                              if x.display_name), None) or msg.sender.name or ""
+        for msg in fresh
+    }  # fmt: skip
+    if info.threading is Threading.ADDRESS:
+        targets = await _address_threads(conn, info, fresh, names, now, result)
+    else:
+        targets = await _email_threads(conn, info, fresh, names, now, subject_window, result)
+
+    # Lock the conversations touched (PostgreSQL; SQLite's write transaction is exclusive).
+    cids = sorted(set(targets))
+    query = sa.select(c).where(c.c.id.in_(cids))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    rows = {row.id: row for row in (await conn.execute(query)).all()}
+
+    message_ids = await _insert_messages(conn, info, fresh, targets, now)
+    result.stored.extend(message_ids)
+    result.conversations.update(cids)
+    await _insert_related(conn, info, fresh, targets, message_ids, contacts)
+    await _update_conversations(conn, fresh, targets, rows, names, now, result)
     return result
 
 
-async def _ingest_one(
+def _conversation_values(
+    info: AccountInfo, msg: InboundMessage, project_id: int, name: str, now: datetime
+) -> dict[str, Any]:
+    system = (
+        info.own_address.key
+        if info.own_address
+        else (msg.recipients[0].key if msg.recipients else "")
+    )
+    return {
+        "project_id": project_id,
+        "account_id": info.account.id,
+        "channel": info.account.channel,
+        "kind": info.kind,
+        "customer_key": msg.sender.key,
+        "customer_name": name[:300],
+        "system_key": system,
+        "thread_key": msg.sender.key if info.threading is Threading.ADDRESS else None,
+        "subject": (msg.subject or "")[:998],
+        "base_subject": base_subject(msg.subject)[:998],
+        "state": State.NEW.value,
+        "created_at": msg.sent_at,
+        "updated_at": now,
+        "last_message_at": msg.sent_at,
+        "queue_entered_at": now,
+    }
+
+
+async def _created(conn: AsyncConnection, created: Mapping[int, str], now: datetime) -> None:
+    """Index the names of new conversations and log their creation."""
+    if not created:
+        return
+    for cid, name in created.items():
+        await search.index_customer_name(conn, cid, name)
+    await conn.execute(
+        sa.insert(tables.events),
+        [
+            {"conversation_id": cid, "at": now, "actor_id": None, "kind": "created", "data": {}}
+            for cid in created
+        ],
+    )
+
+
+async def _address_threads(
     conn: AsyncConnection,
     info: AccountInfo,
-    msg: InboundMessage,
-    matches: Sequence[ContactMatch],
+    fresh: Sequence[InboundMessage],
+    names: Mapping[str, str],
     now: datetime,
-    subject_window: timedelta,
     result: IngestResult,
-) -> None:
-    account = info.account
-    customer_key = msg.sender.key
-    customer_name = next((x.display_name for x in matches if x.display_name), None) or (
-        msg.sender.name or ""
-    )
-    cid: int | None
-    if info.threading is Threading.ADDRESS:
-        cid = (
+) -> list[int]:
+    """One conversation per customer address and account: find them, create the missing."""
+    keys = list(dict.fromkeys(msg.sender.key for msg in fresh))
+    by_key: dict[str, int] = dict(
+        (
             await conn.execute(
-                sa.select(c.c.id).where(
-                    c.c.account_id == account.id, c.c.thread_key == customer_key
-                )
-            )
-        ).scalar_one_or_none()
-    else:
-        cid = await _find_email_thread(conn, info, msg, customer_key, now, subject_window)
-    if cid is None:
-        cid = await _create_conversation(conn, info, msg, customer_key, customer_name, now)
-        if cid is None:  # lost a creation race: the other one exists now
-            cid = (
-                await conn.execute(
-                    sa.select(c.c.id).where(
-                        c.c.account_id == account.id, c.c.thread_key == customer_key
-                    )
-                )
-            ).scalar_one()
-        else:
-            result.created.add(cid)
-    conv = (await conn.execute(sa.select(c).where(c.c.id == cid))).one()
-
-    updates: dict[str, Any] = {}
-    if conv.state == State.CLOSED.value:
-        reopened_state = State.ASSIGNED if conv.assignee_id is not None else State.NEW
-        updates.update(state=reopened_state.value, reopened_at=now)
-        if reopened_state is State.NEW:
-            updates["queue_entered_at"] = now
-        await _event(conn, cid, now, "reopened", {"reason": "inbound message"})
-        result.reopened.add(cid)
-
-    message_id = (
-        await conn.execute(
-            sa.insert(m)
-            .values(
-                conversation_id=cid,
-                direction="in",
-                account_id=account.id,
-                provider_id=msg.provider_id,
-                sender_key=customer_key,
-                sender_name=(msg.sender.name or "")[:300],
-                recipients={
-                    "to": [a.key for a in msg.recipients],
-                    "cc": [a.key for a in msg.cc],
-                },
-                subject=(msg.subject or "")[:998],
-                text=msg.text,
-                html=msg.html,
-                sent_at=msg.sent_at,
-                created_at=now,
-                auto_reply=msg.auto_reply,
-                has_attachments=bool(msg.attachments),
-                meta={
-                    **msg.meta,
-                    **({"message_id": msg.thread.message_id} if msg.thread.message_id else {}),
-                    **({"consent": msg.consent.value} if msg.consent else {}),
-                },
-                raw=msg.raw,
-            )
-            .returning(m.c.id)
-        )
-    ).scalar_one()
-    result.stored.append(int(message_id))
-    result.conversations.add(cid)
-
-    if msg.attachments:
-        await _store_attachments(conn, message_id, msg.attachments)
-    if msg.source is not None:
-        await conn.execute(
-            sa.insert(tables.message_sources).values(message_id=message_id, data=msg.source)
-        )
-    refs = _refs(msg)
-    if refs:
-        ins = dialect_insert(conn.dialect.name, tables.thread_refs)
-        await conn.execute(
-            ins.on_conflict_do_nothing(),
-            [{"account_id": account.id, "ref": r, "conversation_id": cid} for r in refs],
-        )
-    await _participants(conn, cid, msg, info)
-    if matches:
-        ins = dialect_insert(conn.dialect.name, tables.conversation_contacts)
-        await conn.execute(
-            ins.on_conflict_do_nothing(),
-            [
-                {"conversation_id": cid, "source": x.source, "external_id": x.external_id,
-                 "display_name": x.display_name}
-                for x in matches
-            ],
-        )  # fmt: skip
-    await search.index_messages(conn, [(message_id, cid, search.document(msg.subject, msg.text))])
-
-    # Metrics: fold in order, or recompute when this message is older than the newest.
-    if msg.sent_at >= conv.last_message_at:
-        wait = WaitState(
-            first_inbound_at=conv.first_inbound_at,
-            first_reply_at=conv.first_reply_at,
-            waiting_since=conv.waiting_since,
-            agent_waiting_since=conv.agent_waiting_since,
-            agent_wait_seconds=conv.agent_wait_seconds,
-            customer_wait_seconds=conv.customer_wait_seconds,
-        ).fold("in", msg.sent_at)
-    else:
-        history = (
-            await conn.execute(
-                sa.select(m.c.direction, m.c.sent_at).where(
-                    m.c.conversation_id == cid, m.c.direction != "note"
+                sa.select(c.c.thread_key, c.c.id).where(
+                    c.c.account_id == info.account.id, c.c.thread_key.in_(keys)
                 )
             )
         ).all()
-        wait = WaitState.from_history((row.direction, row.sent_at) for row in history)
-    updates.update(wait.columns())
-    updates.update(
-        message_count=c.c.message_count + 1,
-        updated_at=now,
-        last_message_at=max(conv.last_message_at, msg.sent_at),
-        last_inbound_at=max(filter(None, (conv.last_inbound_at, msg.sent_at))),
-        created_at=min(conv.created_at, msg.sent_at),
     )
-    if customer_name and customer_name != conv.customer_name and not conv.customer_name:
-        updates["customer_name"] = customer_name[:300]
-        await search.index_customer_name(conn, cid, customer_name)
-    await conn.execute(sa.update(c).where(c.c.id == cid).values(**updates))
+    missing = [k for k in keys if k not in by_key]
+    if missing:
+        project_id = await ensure_project(conn, info.account.project, lambda: now)
+        first: dict[str, InboundMessage] = {}
+        for msg in fresh:
+            first.setdefault(msg.sender.key, msg)
+        stmt = dialect_insert(conn.dialect.name, c).on_conflict_do_nothing(
+            index_elements=[c.c.account_id, c.c.thread_key]
+        )
+        inserted = await conn.execute(
+            stmt.returning(c.c.id, c.c.thread_key, sort_by_parameter_order=True),
+            [_conversation_values(info, first[k], project_id, names[k], now) for k in missing],
+        )
+        made = {row.thread_key: int(row.id) for row in inserted.all()}
+        by_key.update(made)
+        result.created.update(made.values())
+        await _created(conn, {cid: names[k] for k, cid in made.items()}, now)
+        lost = [k for k in missing if k not in by_key]  # created meanwhile by another writer
+        if lost:
+            by_key.update(
+                (
+                    await conn.execute(
+                        sa.select(c.c.thread_key, c.c.id).where(
+                            c.c.account_id == info.account.id, c.c.thread_key.in_(lost)
+                        )
+                    )
+                ).all()
+            )
+    return [by_key[msg.sender.key] for msg in fresh]
 
 
-async def _participants(
-    conn: AsyncConnection, cid: int, msg: InboundMessage, info: AccountInfo
+async def _email_threads(
+    conn: AsyncConnection,
+    info: AccountInfo,
+    fresh: Sequence[InboundMessage],
+    names: Mapping[str, str],
+    now: datetime,
+    subject_window: timedelta,
+    result: IngestResult,
+) -> list[int]:
+    """Thread each message by its headers, then subject; earlier messages of the same
+    batch count as if already stored."""
+    batch_refs: dict[str, int] = {}
+    batch_subjects: dict[tuple[str, str], int] = {}
+    targets: list[int] = []
+    project_id: int | None = None
+    for msg in fresh:
+        refs = _refs(msg)
+        base = base_subject(msg.subject)[:998]
+        cid = next((batch_refs[r] for r in refs if r in batch_refs), None)
+        if cid is None:
+            cid = await _find_email_thread(conn, info, msg, msg.sender.key, now, subject_window)
+        if cid is None and base:
+            cid = batch_subjects.get((msg.sender.key, base))
+        if cid is None:
+            if project_id is None:
+                project_id = await ensure_project(conn, info.account.project, lambda: now)
+            values = _conversation_values(info, msg, project_id, names[msg.sender.key], now)
+            cid = int((await conn.execute(sa.insert(c).values(**values).returning(c.c.id)))
+                      .scalar_one())  # fmt: skip
+            result.created.add(cid)
+            await _created(conn, {cid: names[msg.sender.key]}, now)
+        for r in refs:
+            batch_refs.setdefault(r, cid)
+        if base:
+            batch_subjects[(msg.sender.key, base)] = cid
+        targets.append(cid)
+    return targets
+
+
+async def _insert_messages(
+    conn: AsyncConnection,
+    info: AccountInfo,
+    fresh: Sequence[InboundMessage],
+    targets: Sequence[int],
+    now: datetime,
+) -> list[int]:
+    rows = [
+        {
+            "conversation_id": cid,
+            "direction": "in",
+            "account_id": info.account.id,
+            "provider_id": msg.provider_id,
+            "sender_key": msg.sender.key,
+            "sender_name": (msg.sender.name or "")[:300],
+            "recipients": {
+                "to": [a.key for a in msg.recipients],
+                "cc": [a.key for a in msg.cc],
+            },
+            "subject": (msg.subject or "")[:998],
+            "text": msg.text,
+            "html": msg.html,
+            "sent_at": msg.sent_at,
+            "created_at": now,
+            "author_id": None,
+            "status": None,
+            "auto_reply": msg.auto_reply,
+            "has_attachments": bool(msg.attachments),
+            "meta": {
+                **msg.meta,
+                **({"message_id": msg.thread.message_id} if msg.thread.message_id else {}),
+                **({"consent": msg.consent.value} if msg.consent else {}),
+            },
+            "raw": msg.raw,
+        }
+        for msg, cid in zip(fresh, targets, strict=True)
+    ]
+    inserted = await conn.execute(
+        sa.insert(m).returning(m.c.id, sort_by_parameter_order=True), rows
+    )
+    return [int(x) for x in inserted.scalars()]
+
+
+async def _insert_related(
+    conn: AsyncConnection,
+    info: AccountInfo,
+    fresh: Sequence[InboundMessage],
+    targets: Sequence[int],
+    message_ids: Sequence[int],
+    contacts: Mapping[str, Sequence[ContactMatch]],
 ) -> None:
+    """Everything hanging on the new messages, one statement per kind for the batch."""
+    dialect = conn.dialect.name
+    account_id = info.account.id
     own = info.own_address.key if info.own_address else None
-    rows = [{"conversation_id": cid, "side": "customer", "address_key": msg.sender.key}]
-    for address in (*msg.recipients, *msg.cc):
-        system = address.key == own or (own is None and address in msg.recipients[:1])
-        rows.append(
-            {"conversation_id": cid, "side": "system" if system else "customer",
-             "address_key": address.key}
+    sources: list[dict[str, Any]] = []
+    refs: dict[tuple[str, int], dict[str, Any]] = {}
+    participants: dict[tuple[int, str, str], None] = {}
+    links: dict[tuple[int, str, str], str] = {}
+    docs: list[tuple[int, int, str]] = []
+    for msg, cid, mid in zip(fresh, targets, message_ids, strict=True):
+        if msg.attachments:
+            await _store_attachments(conn, mid, msg.attachments)
+        if msg.source is not None:
+            sources.append({"message_id": mid, "data": msg.source})
+        for r in _refs(msg):
+            refs[(r, cid)] = {"account_id": account_id, "ref": r, "conversation_id": cid}
+        participants[(cid, "customer", msg.sender.key)] = None
+        for address in (*msg.recipients, *msg.cc):
+            system = address.key == own or (own is None and address in msg.recipients[:1])
+            participants[(cid, "system" if system else "customer", address.key)] = None
+        for x in contacts.get(msg.sender.key, ()):
+            links[(cid, x.source, x.external_id)] = x.display_name
+        docs.append((mid, cid, search.document(msg.subject, msg.text)))
+    if sources:
+        await conn.execute(sa.insert(tables.message_sources), sources)
+    if refs:
+        stmt = dialect_insert(dialect, tables.thread_refs).on_conflict_do_nothing()
+        await conn.execute(stmt, list(refs.values()))
+    stmt = dialect_insert(dialect, tables.participants).on_conflict_do_nothing()
+    await conn.execute(
+        stmt,
+        [{"conversation_id": cid, "side": side, "address_key": key}
+         for cid, side, key in participants],
+    )  # fmt: skip
+    if links:
+        stmt = dialect_insert(dialect, tables.conversation_contacts).on_conflict_do_nothing()
+        await conn.execute(
+            stmt,
+            [{"conversation_id": cid, "source": src, "external_id": ext, "display_name": name}
+             for (cid, src, ext), name in links.items()],
         )  # fmt: skip
-    ins = dialect_insert(conn.dialect.name, tables.participants)
-    await conn.execute(ins.on_conflict_do_nothing(), rows)
+    await search.index_messages(conn, docs)
+
+
+async def _update_conversations(
+    conn: AsyncConnection,
+    fresh: Sequence[InboundMessage],
+    targets: Sequence[int],
+    rows: Mapping[int, sa.Row[Any]],
+    names: Mapping[str, str],
+    now: datetime,
+    result: IngestResult,
+) -> None:
+    """Counts, times, reopening and metrics: one UPDATE per touched conversation."""
+    per_conv: dict[int, list[InboundMessage]] = {}
+    for msg, cid in zip(fresh, targets, strict=True):
+        per_conv.setdefault(cid, []).append(msg)
+    late = [cid for cid, msgs in per_conv.items() if msgs[0].sent_at < rows[cid].last_message_at]
+    histories: dict[int, list[tuple[str, datetime]]] = {}
+    if late:
+        for cid, direction, at in await conn.execute(
+            sa.select(m.c.conversation_id, m.c.direction, m.c.sent_at).where(
+                m.c.conversation_id.in_(late), m.c.direction != "note"
+            )
+        ):
+            histories.setdefault(cid, []).append((direction, at))
+    reopened_events = []
+    for cid, msgs in per_conv.items():
+        row = rows[cid]
+        values: dict[str, Any] = {}
+        if row.state == State.CLOSED.value:
+            state = State.ASSIGNED if row.assignee_id is not None else State.NEW
+            values.update(state=state.value, reopened_at=now)
+            if state is State.NEW:
+                values["queue_entered_at"] = now
+            reopened_events.append(
+                {"conversation_id": cid, "at": now, "actor_id": None, "kind": "reopened",
+                 "data": {"reason": "inbound message"}}
+            )  # fmt: skip
+            result.reopened.add(cid)
+        if cid in histories:
+            wait = WaitState.from_history(histories[cid])
+        else:
+            wait = WaitState(
+                first_inbound_at=row.first_inbound_at,
+                first_reply_at=row.first_reply_at,
+                waiting_since=row.waiting_since,
+                agent_waiting_since=row.agent_waiting_since,
+                agent_wait_seconds=row.agent_wait_seconds,
+                customer_wait_seconds=row.customer_wait_seconds,
+            )
+            for msg in msgs:
+                wait = wait.fold("in", msg.sent_at)
+        newest = msgs[-1].sent_at
+        values.update(wait.columns())
+        values.update(
+            message_count=row.message_count + len(msgs),
+            updated_at=now,
+            last_message_at=max(row.last_message_at, newest),
+            last_inbound_at=max(filter(None, (row.last_inbound_at, newest))),
+            created_at=min(row.created_at, msgs[0].sent_at),
+        )
+        name = names.get(msgs[0].sender.key, "")
+        if name and not row.customer_name:
+            values["customer_name"] = name[:300]
+            await search.index_customer_name(conn, cid, name)
+        await conn.execute(sa.update(c).where(c.c.id == cid).values(**values))
+    if reopened_events:
+        await conn.execute(sa.insert(tables.events), reopened_events)

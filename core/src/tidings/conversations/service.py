@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import anyio
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -110,17 +109,8 @@ class Conversations:
     # --- ingestion -----------------------------------------------------------------------
 
     async def lookup(self, addresses: Iterable[Address]) -> dict[str, list[ContactMatch]]:
-        """Contact-lookup answers for each distinct address, asked concurrently."""
-        unique = {a.key: a for a in addresses}
-        answers: dict[str, list[ContactMatch]] = {}
-
-        async def ask(address: Address) -> None:
-            answers[address.key] = await self.plugins.lookup_contacts(address, self.store)
-
-        async with anyio.create_task_group() as tg:
-            for address in unique.values():
-                tg.start_soon(ask, address)
-        return answers
+        """Contact-lookup answers for each distinct address (one hook call for all)."""
+        return await self.plugins.lookup_contacts(list(addresses), self.store)
 
     async def ingest(
         self,
