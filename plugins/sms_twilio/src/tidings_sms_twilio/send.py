@@ -1,0 +1,185 @@
+"""Sending: one ``POST …/Messages.json`` per outbound message, failures classified.
+
+Twilio answers ``201`` with the Message resource, or an error object
+``{"code", "message", "more_info", "status"}``. What the outbox does next depends only on
+the class of error we raise:
+
+* transient (retried with backoff): HTTP 429 or error 20429, any 5xx, timeouts and
+  connection errors; ``Retry-After`` (seconds or an HTTP date) becomes ``retry_after``;
+* permanent (shown to the agent, never retried): every other 4xx — 21211 invalid number,
+  21610 opted out, 21614 not a mobile, 30006 landline… — and messages we can tell are
+  unsendable before calling Twilio (several recipients, a non-phone address, too long).
+
+Twilio has no idempotency key for Messages, so ``message.id`` cannot be passed on; a read
+timeout after the request left may mean Twilio did create the message.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any
+
+import httpx
+
+from tidings import (
+    Account,
+    AddressKind,
+    OutboundMessage,
+    PermanentSendError,
+    SendResult,
+    TransientSendError,
+    map_status,
+)
+from tidings_sms_twilio.settings import TwilioSettings
+from tidings_sms_twilio.status import STATUS_TABLE, error_meaning
+
+MAX_BODY = 1600
+MAX_MEDIA = 10
+RATE_LIMIT_CODE = "20429"
+
+
+def messages_url(settings: TwilioSettings) -> str:
+    return f"{settings.base_url}/2010-04-01/Accounts/{settings.account_sid}/Messages.json"
+
+
+def build_form(account: Account[TwilioSettings], message: OutboundMessage) -> list[tuple[str, str]]:
+    """The form Twilio's Messages resource takes, or ``PermanentSendError`` if none fits."""
+    settings = account.settings
+    if len(message.to) != 1:
+        raise PermanentSendError("an SMS goes to exactly one number; send one message each")
+    (to,) = message.to
+    if to.kind is not AddressKind.PHONE:
+        raise PermanentSendError(f"an SMS goes to a phone number, not a {to.kind.value} address")
+    if len(message.text) > MAX_BODY:
+        raise PermanentSendError(f"the text is {len(message.text)} characters; Twilio takes 1600")
+    media = []
+    for attachment in message.attachments:
+        if attachment.url is None:
+            raise PermanentSendError(
+                f"attachment {attachment.filename!r} has no public URL; Twilio fetches MMS "
+                "media from a URL"
+            )
+        media.append(attachment.url)
+    if len(media) > MAX_MEDIA:
+        raise PermanentSendError(f"{len(media)} attachments; Twilio takes at most {MAX_MEDIA}")
+    if not message.text and not media:
+        raise PermanentSendError("nothing to send: no text and no media")
+    form = [("To", to.value)]
+    if settings.messaging_service_sid is not None:
+        form.append(("MessagingServiceSid", settings.messaging_service_sid))
+    else:
+        assert settings.from_number is not None  # one of the two, by the settings' rules
+        form.append(("From", settings.from_number))
+    if message.text:
+        form.append(("Body", message.text))
+    form.extend(("MediaUrl", url) for url in media)
+    form.append(("StatusCallback", account.webhook_url("status")))
+    return form
+
+
+async def send_message(
+    client: httpx.AsyncClient, account: Account[TwilioSettings], message: OutboundMessage
+) -> SendResult:
+    form = build_form(account, message)
+    try:
+        response = await client.post(
+            messages_url(account.settings),
+            data=dict_pairs(form),
+            auth=account.settings.rest_credentials(),
+        )
+    except httpx.TimeoutException as exc:
+        raise TransientSendError(f"Twilio did not answer in time ({type(exc).__name__})") from None
+    except httpx.TransportError as exc:
+        raise TransientSendError(f"cannot reach Twilio ({type(exc).__name__})") from None
+    if response.status_code in (200, 201):
+        return _result(response)
+    raise classify_error(response)
+
+
+def dict_pairs(form: list[tuple[str, str]]) -> dict[str, str | list[str]]:
+    """httpx takes repeated form names as a list value, in order."""
+    out: dict[str, str | list[str]] = {}
+    for name, value in form:
+        previous = out.get(name)
+        if previous is None:
+            out[name] = value
+        elif isinstance(previous, list):
+            previous.append(value)
+        else:
+            out[name] = [previous, value]
+    return out
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _result(response: httpx.Response) -> SendResult:
+    data = _json(response)
+    sid = data.get("sid")
+    if not isinstance(sid, str) or not sid:
+        # Twilio may have created the message: retrying could send it twice.
+        raise PermanentSendError(
+            f"Twilio answered HTTP {response.status_code} without a message sid; "
+            "check the Twilio console before resending"
+        )
+    word = data.get("status") if isinstance(data.get("status"), str) else None
+    return SendResult(
+        provider_id=sid,
+        status=map_status(word, STATUS_TABLE),
+        raw_status=word,
+        segments=_segments(data.get("num_segments")),
+        raw=data,
+    )
+
+
+def _segments(value: Any) -> int | None:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number >= 1 else None
+
+
+def classify_error(response: httpx.Response) -> TransientSendError | PermanentSendError:
+    data = _json(response)
+    raw_code = data.get("code")
+    code = str(raw_code) if isinstance(raw_code, int | str) and str(raw_code) else None
+    message = data.get("message") if isinstance(data.get("message"), str) else None
+    reason = message or error_meaning(code) or f"Twilio answered HTTP {response.status_code}"
+    status = response.status_code
+    if status == 429 or code == RATE_LIMIT_CODE:
+        return TransientSendError(
+            reason,
+            code=code or "429",
+            retry_after=retry_after_seconds(response.headers.get("retry-after")),
+        )
+    if status >= 500:
+        return TransientSendError(
+            reason,
+            code=code or str(status),
+            retry_after=retry_after_seconds(response.headers.get("retry-after")),
+        )
+    return PermanentSendError(reason, code=code or str(status))
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date (RFC 9110)."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
