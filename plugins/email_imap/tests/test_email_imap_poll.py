@@ -1,0 +1,189 @@
+"""poll and acknowledge against a real Dovecot (tidings.testing.mailservers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import email_imap_samples as samples
+import pytest
+from email_imap_helpers import account, handle
+
+from tidings import Account, PolledBatch
+from tidings.testing.mailservers import DovecotServer, MailUser
+from tidings_email_imap import EmailSettings
+from tidings_email_imap.imap import ImapError
+
+pytestmark = pytest.mark.anyio
+
+
+async def drain(acct: Account[EmailSettings], cursor: Any = None) -> list[PolledBatch]:
+    return [b async for b in handle().poll(acct, cursor, follow=False)]
+
+
+def ids(batches: list[PolledBatch]) -> list[int]:
+    return [int(item.id) for b in batches for item in b.items]
+
+
+async def test_initial_and_incremental_sync(
+    imap_server: DovecotServer, mail_user: MailUser
+) -> None:
+    uids = imap_server.append_many(mail_user, [samples.numbered(i) for i in range(3)])
+    acct = account(imap_server, mail_user)
+    first = await drain(acct)
+    assert ids(first) == uids
+    cursor = first[-1].cursor
+    assert cursor == {"uidvalidity": imap_server.uidvalidity(mail_user), "last_uid": uids[-1]}
+    item = first[0].items[0]
+    assert item.data.startswith(b"From: Jan Kowalski")
+    assert item.meta["folder"] == "INBOX"
+    assert item.meta["internaldate"]
+    assert item.meta["size"] == len(samples.numbered(0))
+    # BODY.PEEK: fetching marked nothing as read.
+    assert all("\\Seen" not in f for f in imap_server.flags(mail_user).values())
+    assert await drain(acct, cursor) == []  # nothing new (the n:* quirk is filtered)
+    more = imap_server.append_many(mail_user, [samples.numbered(i) for i in range(3, 5)])
+    again = await drain(acct, cursor)
+    assert ids(again) == more
+    messages = await handle().receive(acct, again[0])
+    assert [m.provider_id for m in messages] == ["<bulk-3@example.org>", "<bulk-4@example.org>"]
+
+
+async def test_only_unread_versus_all(imap_server: DovecotServer, mail_user: MailUser) -> None:
+    read = imap_server.append(mail_user, samples.numbered(1), flags=["\\Seen"])
+    unread = imap_server.append(mail_user, samples.numbered(2))
+    assert ids(await drain(account(imap_server, mail_user))) == [unread]
+    assert ids(await drain(account(imap_server, mail_user, only_unread=False))) == [read, unread]
+
+
+async def test_acknowledge_marks_only_acked_uids(
+    imap_server: DovecotServer, mail_user: MailUser
+) -> None:
+    imap_server.append_many(mail_user, [samples.numbered(i) for i in range(4)])
+    acct = account(imap_server, mail_user, fetch_chunk=2)
+    first, second = await drain(acct)
+    await handle().acknowledge(acct, first)
+    flags = imap_server.flags(mail_user)
+    acked = {int(i.id) for i in first.items}
+    assert {uid for uid, f in flags.items() if "\\Seen" in f} == acked
+    # Resuming from the first batch's cursor gives exactly the unacknowledged rest.
+    assert ids(await drain(acct, first.cursor)) == [int(i.id) for i in second.items]
+
+
+async def test_uidvalidity_change_resyncs_from_the_start(
+    imap_server: DovecotServer, mail_user: MailUser
+) -> None:
+    acct = account(imap_server, mail_user, folder="Tickets", only_unread=False)
+    imap_server.recreate_folder(mail_user, "Tickets")
+    imap_server.append_many(mail_user, [samples.numbered(i) for i in range(2)], folder="Tickets")
+    old = await drain(acct)
+    old_cursor = old[-1].cursor
+    assert old_cursor is not None
+    imap_server.recreate_folder(mail_user, "Tickets")  # new UIDVALIDITY, UIDs restart
+    new_uids = imap_server.append_many(
+        mail_user, [samples.numbered(i) for i in range(5, 8)], folder="Tickets"
+    )
+    assert imap_server.uidvalidity(mail_user, "Tickets") != old_cursor["uidvalidity"]
+    resynced = await drain(acct, old_cursor)
+    assert ids(resynced) == new_uids  # not only those above the old last_uid
+    assert resynced[-1].cursor == {
+        "uidvalidity": imap_server.uidvalidity(mail_user, "Tickets"),
+        "last_uid": new_uids[-1],
+    }
+    # A stale batch (old UIDVALIDITY) must not flag the new messages that reuse its UIDs.
+    await handle().acknowledge(acct, old[0])
+    assert all("\\Seen" not in f for f in imap_server.flags(mail_user, "Tickets").values())
+
+
+async def test_streaming_keeps_batches_small(
+    imap_server: DovecotServer, mail_user: MailUser
+) -> None:
+    count, chunk = 300, 25
+    imap_server.append_many(mail_user, [samples.numbered(i, prefix="s") for i in range(count)])
+    acct = account(imap_server, mail_user, fetch_chunk=chunk)
+    sizes: list[int] = []
+    seen: list[int] = []
+    async for b in handle().poll(acct, None, follow=False):
+        sizes.append(len(b.items))
+        seen.extend(int(i.id) for i in b.items)
+        assert b.cursor is not None
+        assert b.cursor["last_uid"] == seen[-1]
+    assert max(sizes) == chunk
+    assert len(sizes) == count // chunk
+    assert seen == sorted(seen)
+    assert len(set(seen)) == count
+
+
+async def test_dropped_connection_then_repoll_loses_and_doubles_nothing(
+    imap_server: DovecotServer, mail_user: MailUser
+) -> None:
+    uids = imap_server.append_many(mail_user, [samples.numbered(i) for i in range(9)])
+    acct = account(imap_server, mail_user, fetch_chunk=3)
+    stored: list[int] = []
+    committed: Any = None
+    with pytest.raises(ImapError):
+        async for b in handle().poll(acct, None, follow=False):
+            stored.extend(int(i.id) for i in b.items)  # "commit" the batch and its cursor
+            committed = b.cursor
+            imap_server.kick(mail_user)  # the connection drops mid-poll
+    assert stored == uids[:3]
+    # The worker polls again from the last committed cursor.
+    stored.extend(ids(await drain(acct, committed)))
+    assert stored == uids
+
+
+async def test_follow_waits_with_idle_for_new_mail(
+    imap_server: DovecotServer, mail_user: MailUser
+) -> None:
+    acct = account(imap_server, mail_user, poll_interval=30)
+    first = imap_server.append(mail_user, samples.numbered(1))
+    got: list[int] = []
+    with anyio.fail_after(20):
+        async for b in handle().poll(acct, None, follow=True):
+            got.extend(int(i.id) for i in b.items)
+            if got == [first]:
+                # Delivered while the poller is (about to be) in IDLE: pushed, not polled.
+                later = await anyio.to_thread.run_sync(
+                    imap_server.append, mail_user, samples.numbered(2)
+                )
+            elif len(got) == 2:
+                break
+    assert got == [first, later]
+
+
+async def test_follow_without_idle_polls(imap_server: DovecotServer, mail_user: MailUser) -> None:
+    acct = account(imap_server, mail_user, idle=False, poll_interval=0.3)
+    first = imap_server.append(mail_user, samples.numbered(1))
+    got: list[int] = []
+    with anyio.fail_after(20):
+        async for b in handle().poll(acct, None, follow=True):
+            got.extend(int(i.id) for i in b.items)
+            if got == [first]:
+                later = await anyio.to_thread.run_sync(
+                    imap_server.append, mail_user, samples.numbered(2)
+                )
+            elif len(got) == 2:
+                break
+    assert got == [first, later]
+
+
+async def test_wrong_password_is_a_connection_error(
+    imap_server: DovecotServer, mail_user: MailUser
+) -> None:
+    acct = account(imap_server, mail_user, imap_password="wrong-password-123")
+    with pytest.raises(ImapError, match="refused") as info:
+        await drain(acct)
+    assert "wrong-password-123" not in str(info.value)
+
+
+async def test_implicit_tls_and_starttls(imap_server: DovecotServer, mail_user: MailUser) -> None:
+    uid = imap_server.append(mail_user, samples.numbered(1))
+    for security, port in (("ssl", imap_server.imaps_port), ("starttls", imap_server.imap_port)):
+        acct = account(imap_server, mail_user, imap_security=security, imap_port=port,
+                       imap_host="localhost")  # fmt: skip
+        assert ids(await drain(acct)) == [uid]
+    # Without our CA the self-signed certificate is refused.
+    untrusted = account(imap_server, mail_user, imap_security="ssl",
+                        imap_port=imap_server.imaps_port, ca_file=None)  # fmt: skip
+    with pytest.raises(ImapError):
+        await drain(untrusted)
