@@ -31,6 +31,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 accounts_app = typer.Typer(help="Configured channel accounts.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(accounts_app, name="accounts")
+app.command("conformance")(__import__("tidings.cli.conformance", fromlist=["_"]).conformance)
 
 out = Console()
 err = Console(stderr=True)
