@@ -32,24 +32,28 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
 
 
 def head_revision() -> str:
+    """The schema the code expects: its migration heads, comma-joined.
+
+    Features may add migrations on parallel branches (each depending on an older
+    revision); ``upgrade`` applies every branch, so the schema is the set of heads.
+    """
     from alembic.script import ScriptDirectory
 
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
-    return head
+    return ",".join(sorted(ScriptDirectory.from_config(alembic_config()).get_heads()))
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
     def read(conn: sa.Connection) -> str | None:
-        return MigrationContext.configure(conn).get_current_revision()
+        heads = MigrationContext.configure(conn).get_current_heads()
+        return ",".join(sorted(heads)) if heads else None
 
     async with engine.connect() as conn:
         return await conn.run_sync(read)
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> str:
+async def upgrade(engine: AsyncEngine, revision: str = "heads") -> str:
     from alembic import command
 
     def run(conn: sa.Connection) -> None:
