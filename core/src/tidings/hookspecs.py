@@ -171,3 +171,17 @@ def lookup_contacts(
     so a CRM outage never stops ingestion.
     """
     raise NotImplementedError
+
+
+@hookspec
+def delivery_status_changed(
+    account: Account[Any], message_id: int, conversation_id: int, update: StatusUpdate
+) -> Awaitable[None] | None:
+    """``delivery_status_changed(account, message_id, conversation_id, update) -> None``
+    (may be async)
+
+    A listener: called for every outbound message whose status moved forward (a provider
+    report, a send result, a failure), after the change is committed. ``update.status`` is
+    the new normalised status, with the provider's word and error beside it. Return
+    nothing; an exception is logged and does not affect the message or other listeners.
+    """

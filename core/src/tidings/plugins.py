@@ -223,6 +223,15 @@ class Plugins:
             for a in wanted
         }
 
+    async def call_listeners(self, hook_name: str, **kwargs: Any) -> None:
+        """Call every implementation of a listener hook, awaiting async ones; one failing
+        listener is logged and does not stop the others."""
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            try:
+                await _resolve(impl.function(**{k: kwargs[k] for k in impl.argnames}))
+            except Exception:
+                log.exception("listener %s of %s failed", impl.plugin_name, hook_name)
+
     def info(self) -> list[PluginInfo]:
         """One entry per plugin module (channels are listed under their plugin)."""
         rows: list[PluginInfo] = []

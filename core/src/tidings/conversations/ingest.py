@@ -19,6 +19,7 @@ from tidings.conversations.metrics import WaitState
 from tidings.conversations.models import State
 from tidings.conversations.subjects import base_subject
 from tidings.models import Address, Attachment, ContactMatch, InboundMessage, Threading
+from tidings.outbound.consent import record_consent
 from tidings.routing import ensure_project
 from tidings.store import dialect_insert, search, tables
 
@@ -164,6 +165,7 @@ async def ingest(
             fresh.append(msg)
     if not fresh:
         return result
+    await record_consent(conn, account.id, fresh, now)  # STOP/START of new messages only
 
     names = {
         msg.sender.key: next((x.display_name for x in contacts.get(msg.sender.key, ())

@@ -13,6 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tidings.store import tables
+
 
 @dataclass(frozen=True)
 class WaitState:
@@ -78,3 +83,28 @@ class WaitState:
 
 def _seconds(delta: timedelta) -> float:
     return max(delta.total_seconds(), 0.0)
+
+
+async def refresh_counters(conn: AsyncConnection, conversation_id: int) -> None:
+    """Recompute a conversation's counts, times and waits from its messages (after a
+    message was removed, e.g. a cancelled delayed send)."""
+    c, m = tables.conversations, tables.messages
+    rows = (
+        await conn.execute(
+            sa.select(m.c.direction, m.c.sent_at).where(
+                m.c.conversation_id == conversation_id, m.c.direction != "note"
+            )
+        )
+    ).all()
+    wait = WaitState.from_history((r.direction, r.sent_at) for r in rows)
+    inbound = [r.sent_at for r in rows if r.direction == "in"]
+    outbound = [r.sent_at for r in rows if r.direction == "out"]
+    values: dict[str, object] = {
+        **wait.columns(),
+        "message_count": len(rows),
+        "last_inbound_at": max(inbound, default=None),
+        "last_outbound_at": max(outbound, default=None),
+    }
+    if rows:
+        values["last_message_at"] = max(r.sent_at for r in rows)
+    await conn.execute(sa.update(c).where(c.c.id == conversation_id).values(**values))

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tidings.models import Attachment, DeliveryStatus, Priority
+from tidings.models import Attachment, DeliveryStatus, Priority, TemplateRef
 
 
 class State(StrEnum):
@@ -231,9 +231,13 @@ class Draft(BaseModel):
     priority: Priority = Priority.NORMAL
     attachments: tuple[Attachment, ...] = ()
     header_line: str | None = None
+    template: TemplateRef | None = None
+    """A provider-approved template (WhatsApp outside the 24 h window)."""
+    message_tag: str | None = Field(default=None, max_length=100)
+    """A message tag (Messenger outside the window, e.g. HUMAN_AGENT)."""
 
     @model_validator(mode="after")
     def _has_content(self) -> Draft:
-        if not self.text.strip() and not self.html and not self.attachments:
+        if not (self.text.strip() or self.html or self.attachments or self.template):
             raise ValueError("a message needs text, HTML or an attachment")
         return self

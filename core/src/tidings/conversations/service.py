@@ -22,7 +22,7 @@ from tidings.channel import Account
 from tidings.clock import Clock, system_clock
 from tidings.conversations import queries
 from tidings.conversations.ingest import AccountInfo, IngestResult, ingest
-from tidings.conversations.metrics import WaitState
+from tidings.conversations.metrics import WaitState, refresh_counters
 from tidings.conversations.models import (
     Actor,
     AttachmentInfo,
@@ -45,9 +45,19 @@ from tidings.errors import (
     DecisionRequired,
     Forbidden,
     InvalidTransition,
+    NotAllowed,
     NotFound,
 )
-from tidings.models import Address, AddressKind, ContactMatch, InboundMessage, Threading
+from tidings.models import (
+    Address,
+    AddressKind,
+    ContactMatch,
+    InboundMessage,
+    OutboundMessage,
+    Threading,
+)
+from tidings.outbound.consent import opted_out
+from tidings.outbound.rules import check_outbound
 from tidings.plugins import Plugins
 from tidings.routing import ensure_project, load_actor
 from tidings.store import Store, dialect_insert, search, tables
@@ -66,6 +76,8 @@ class Sent:
     conversation_id: int
     message_id: int
     created_conversation: bool
+    send_after: datetime
+    """When the worker may send it (until then ``cancel`` stops it)."""
 
 
 def _tag(text: str) -> str:
@@ -123,11 +135,20 @@ class Conversations:
         info = self.account_info(account_id)
         contacts = await self.lookup(msg.sender for msg in messages) if messages else {}
         if conn is not None:
-            return await ingest(conn, info, messages, contacts, now=self.clock(),
-                                subject_window=self.subject_window)  # fmt: skip
+            return await self._ingest(conn, info, messages, contacts)
         async with self.store.write() as own:
-            return await ingest(own, info, messages, contacts, now=self.clock(),
-                                subject_window=self.subject_window)  # fmt: skip
+            return await self._ingest(own, info, messages, contacts)
+
+    async def _ingest(
+        self,
+        conn: AsyncConnection,
+        info: AccountInfo,
+        messages: Sequence[InboundMessage],
+        contacts: Mapping[str, Sequence[ContactMatch]],
+    ) -> IngestResult:
+        return await ingest(
+            conn, info, messages, contacts, now=self.clock(), subject_window=self.subject_window
+        )
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -430,13 +451,18 @@ class Conversations:
         account_id: str | None = None,
         decision: Decision | None = None,
         close: bool = False,
+        delay: timedelta | None = None,
+        send_at: datetime | None = None,
     ) -> Sent:
         """Write an outbound message: a reply in ``conversation_id``, or a new message from
         ``account_id`` to ``draft.to``.
 
         Sending assigns the conversation to the sender; ``close`` closes it after. When the
         conversation belongs to another agent, nothing is written until the sender decides:
-        ``DecisionRequired`` names the choices.
+        ``DecisionRequired`` names the choices. The channel's reply rules and the customer's
+        opt-out are checked first (``NotAllowed``). The message and its outbox entry are
+        written in this transaction; the worker sends it after ``delay`` (default: the
+        agent's own delay) or at ``send_at``, and ``cancel`` can stop it until then.
         """
         if decision is Decision.CANCEL:
             raise Cancelled("the sender cancelled: nothing was sent")
@@ -458,7 +484,17 @@ class Conversations:
                     tuple(d.value for d in Decision),
                 )
             now = self.clock()
+            await self._check_sendable(conn, row, info, draft, now, is_reply=not created)
             mid = await self._write_outbound(conn, actor, row, info, draft, now)
+            not_before = send_at or now + (
+                delay if delay is not None else await self._agent_delay(conn, actor)
+            )
+            await conn.execute(
+                sa.insert(tables.outbox).values(
+                    message_id=mid, account_id=row.account_id, state="pending",
+                    not_before=max(not_before, now), created_at=now,
+                )
+            )  # fmt: skip
             values: dict[str, Any] = {}
             if row.assignee_id is None or decision is Decision.ASSIGN_AND_SEND:
                 values["assignee_id"] = actor.id
@@ -486,7 +522,84 @@ class Conversations:
             if close and row.state != State.CLOSED.value:
                 row = (await conn.execute(sa.select(c).where(c.c.id == row.id))).one()
                 await self._close(conn, actor, row)
-            return Sent(conversation_id=row.id, message_id=mid, created_conversation=created)
+            return Sent(
+                conversation_id=row.id,
+                message_id=mid,
+                created_conversation=created,
+                send_after=max(not_before, now),
+            )
+
+    async def _agent_delay(self, conn: AsyncConnection, actor: Actor) -> timedelta:
+        seconds = (
+            await conn.execute(
+                sa.select(tables.agents.c.send_delay_seconds).where(tables.agents.c.id == actor.id)
+            )
+        ).scalar_one()
+        return timedelta(seconds=seconds)
+
+    async def _check_sendable(
+        self,
+        conn: AsyncConnection,
+        row: sa.Row[Any],
+        info: AccountInfo,
+        draft: Draft,
+        now: datetime,
+        *,
+        is_reply: bool,
+    ) -> None:
+        """The channel's reply rules and the customer's consent, before anything is written."""
+        to = tuple(_parse_address(x, info) for x in draft.to) or (
+            Address.from_key(row.customer_key),
+        )
+        provisional = OutboundMessage(
+            id="draft", to=to, subject=draft.subject, text=draft.text, html=draft.html,
+            cc=tuple(_parse_address(x, info) for x in draft.cc),
+            bcc=tuple(_parse_address(x, info) for x in draft.bcc),
+            attachments=draft.attachments, template=draft.template,
+            message_tag=draft.message_tag,
+        )  # fmt: skip
+        channel = self.plugins.channel(info.account.channel).channel
+        check_outbound(
+            channel.capabilities,
+            provisional,
+            is_reply=is_reply and row.last_inbound_at is not None,
+            last_inbound_at=row.last_inbound_at,
+            now=now,
+        )
+        stopped = await opted_out(conn, info.account.id, [a.key for a in to])
+        if stopped:
+            raise NotAllowed(
+                f"the customer opted out of messages from this account (STOP): "
+                f"{', '.join(stopped)}; they must send START first"
+            )
+
+    async def cancel(self, actor: Actor, message_id: int) -> None:
+        """Stop a delayed or scheduled message before the worker takes it.
+
+        Race-free: the outbox entry is deleted only while still pending, in one statement,
+        so a message is either cancelled or sent — never both.
+        """
+        o = tables.outbox
+        async with self.store.write() as conn:
+            cid = await self._message_conversation(conn, actor, message_id)
+            author = (
+                await conn.execute(sa.select(m.c.author_id).where(m.c.id == message_id))
+            ).scalar_one()
+            if author != actor.id and not actor.privileged:
+                raise Forbidden("only the author (or a supervisor) may cancel a message")
+            gone = await conn.execute(
+                sa.delete(o)
+                .where(o.c.message_id == message_id, o.c.state == "pending")
+                .returning(o.c.message_id)
+            )
+            if gone.scalar_one_or_none() is None:
+                raise InvalidTransition(
+                    f"message {message_id} is already being sent or was sent: too late to cancel"
+                )
+            await search.unindex_messages(conn, [message_id])
+            await conn.execute(sa.delete(m).where(m.c.id == message_id))
+            await refresh_counters(conn, cid)
+            await self._event(conn, cid, actor, "send_cancelled", {"message": message_id})
 
     async def _send_target(
         self, conn: AsyncConnection, actor: Actor, conversation_id: int
@@ -557,6 +670,10 @@ class Conversations:
         meta: dict[str, Any] = {"priority": draft.priority.value}
         if draft.header_line:
             meta["header_line"] = draft.header_line
+        if draft.template is not None:
+            meta["template"] = draft.template.model_dump(mode="json")
+        if draft.message_tag:
+            meta["message_tag"] = draft.message_tag
         subject = draft.subject if draft.subject is not None else row.subject
         if info.threading is Threading.MESSAGE_HEADERS:
             refs = await self._reply_refs(conn, row.id)

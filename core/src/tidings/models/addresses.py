@@ -128,5 +128,17 @@ class Address(BaseModel):
     def handle(cls, value: str, *, name: str | None = None) -> Address:
         return cls(kind=AddressKind.HANDLE, value=value, name=name)
 
+    @classmethod
+    def from_key(cls, key: str, *, name: str | None = None) -> Address:
+        """The address whose ``key`` is ``key`` (keys are how the store keeps addresses)."""
+        kind, _, rest = key.partition(":")
+        if kind == AddressKind.SCOPED.value:
+            scope, _, value = rest.partition(":")
+            return cls(kind=AddressKind.SCOPED, value=value, scope=scope, name=name)
+        try:
+            return cls(kind=AddressKind(kind), value=rest, name=name)
+        except ValueError:
+            raise ValueError(f"not an address key: {key!r}") from None
+
     def __str__(self) -> str:
         return self.key

@@ -109,6 +109,17 @@ async def unindex_conversations(conn: AsyncConnection, conversation_ids: Iterabl
     )
 
 
+async def unindex_messages(conn: AsyncConnection, message_ids: Iterable[int]) -> None:
+    """Drop single messages' entries; PostgreSQL's foreign keys do this by themselves."""
+    ids = list(message_ids)
+    if not ids or conn.dialect.name == "postgresql":
+        return
+    bind: sa.BindParameter[list[int]] = sa.bindparam("ids", expanding=True)
+    await conn.execute(
+        sa.text("DELETE FROM message_search WHERE rowid IN :ids").bindparams(bind), {"ids": ids}
+    )
+
+
 def matching_conversations(dialect: str, tokens: Sequence[str]) -> sa.TextClause:
     """SQL selecting ``conversation_id`` of conversations whose customer name, or one of
     whose messages, contains a word starting with every token."""

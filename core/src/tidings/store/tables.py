@@ -85,6 +85,7 @@ agents = sa.Table(
     sa.Column("role", sa.String(20), nullable=False, server_default="agent"),
     sa.Column("can_view_all", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("send_delay_seconds", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.CheckConstraint("role in ('agent', 'supervisor', 'administrator')", name="role"),
     sqlite_autoincrement=True,
@@ -309,4 +310,54 @@ events = sa.Table(
     sa.Column("data", sa.JSON, nullable=False),
     sa.Index("ix_events_conversation", "conversation_id", "id"),
     sqlite_autoincrement=True,
+)
+
+
+# --- the outbound pipeline ---------------------------------------------------------------------
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("message_id", Id, sa.ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("account_id", sa.String(100), nullable=False),
+    # pending: waiting (maybe delayed); sending: claimed, an attempt is under way or was
+    # cut short by a crash. Finished entries are deleted; the message keeps the outcome.
+    sa.Column("state", sa.String(10), nullable=False),
+    sa.Column("not_before", UTCDateTime, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("claims", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("claimed_by", sa.String(100), nullable=True),
+    sa.Column("claimed_at", UTCDateTime, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.CheckConstraint("state in ('pending', 'sending')", name="state"),
+    sa.Index("ix_outbox_due", "state", "not_before"),
+)
+
+pending_statuses = sa.Table(
+    "pending_statuses",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(100), nullable=False),
+    sa.Column("provider_id", sa.String(998), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("status_raw", sa.String(100), nullable=True),
+    sa.Column("error_code", sa.String(100), nullable=True),
+    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("occurred_at", UTCDateTime, nullable=True),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Index("ix_pending_statuses_provider", "account_id", "provider_id"),
+    sqlite_autoincrement=True,
+    comment="Reports that arrived before the send call returned the provider id.",
+)
+
+consents = sa.Table(
+    "consents",
+    metadata,
+    sa.Column("account_id", sa.String(100), primary_key=True),
+    sa.Column("address_key", sa.String(600), primary_key=True),
+    sa.Column("state", sa.String(10), nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.CheckConstraint("state in ('opt_out', 'opt_in')", name="state"),
+    comment="A customer's STOP/START towards one of our accounts.",
 )

@@ -1,0 +1,54 @@
+"""Customers' STOP/START, recorded per account, enforced before any provider call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tidings.models import Consent, InboundMessage
+from tidings.store import dialect_insert, tables
+
+c = tables.consents
+
+
+async def record_consent(
+    conn: AsyncConnection, account_id: str, messages: Sequence[InboundMessage], now: datetime
+) -> None:
+    """The latest word of each customer wins (messages are in the order they were sent)."""
+    latest: dict[str, Consent] = {}
+    for msg in sorted(messages, key=lambda item: item.sent_at):
+        if msg.consent is not None:
+            latest[msg.sender.key] = msg.consent
+    if not latest:
+        return
+    stmt = dialect_insert(conn.dialect.name, c)
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[c.c.account_id, c.c.address_key],
+            set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at},
+        ),
+        [
+            {"account_id": account_id, "address_key": key, "state": consent.value,
+             "updated_at": now}
+            for key, consent in latest.items()
+        ],
+    )  # fmt: skip
+
+
+async def opted_out(
+    conn: AsyncConnection, account_id: str, address_keys: Sequence[str]
+) -> list[str]:
+    """Those of ``address_keys`` who told ``account_id`` to stop."""
+    if not address_keys:
+        return []
+    rows = await conn.execute(
+        sa.select(c.c.address_key).where(
+            c.c.account_id == account_id,
+            c.c.address_key.in_(list(address_keys)),
+            c.c.state == Consent.OPT_OUT.value,
+        )
+    )
+    return list(rows.scalars())
