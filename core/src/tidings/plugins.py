@@ -12,6 +12,7 @@ import inspect
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, TypeVar, cast
@@ -152,13 +153,17 @@ class ChannelHandle:
                 f"channel {self.name!r}: hook poll must be an async generator, "
                 f"got {type(batches).__name__}"
             )
-        async for batch in batches:
-            if not isinstance(batch, PolledBatch):
-                raise PluginError(
-                    f"channel {self.name!r}: hook poll yielded a {type(batch).__name__}, "
-                    "expected PolledBatch"
-                )
-            yield batch
+        # Closed here, in the consumer's task, not by the garbage collector: the channel's
+        # clean-up (IMAP LOGOUT) must be awaited. Consumers close this generator the same
+        # way (contextlib.aclosing) when they stop early.
+        async with aclosing(batches):
+            async for batch in batches:
+                if not isinstance(batch, PolledBatch):
+                    raise PluginError(
+                        f"channel {self.name!r}: hook poll yielded a {type(batch).__name__}, "
+                        "expected PolledBatch"
+                    )
+                yield batch
 
     async def acknowledge(self, account: Account[Any], batch: PolledBatch) -> None:
         await _resolve(self._call("acknowledge", account=account, batch=batch))

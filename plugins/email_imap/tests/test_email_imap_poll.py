@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import Any
 
 import anyio
@@ -122,10 +123,11 @@ async def test_dropped_connection_then_repoll_loses_and_doubles_nothing(
     stored: list[int] = []
     committed: Any = None
     with pytest.raises(ImapError):
-        async for b in handle().poll(acct, None, follow=False):
-            stored.extend(int(i.id) for i in b.items)  # "commit" the batch and its cursor
-            committed = b.cursor
-            imap_server.kick(mail_user)  # the connection drops mid-poll
+        async with aclosing(handle().poll(acct, None, follow=False)) as batches:
+            async for b in batches:
+                stored.extend(int(i.id) for i in b.items)  # "commit" the batch and its cursor
+                committed = b.cursor
+                imap_server.kick(mail_user)  # the connection drops mid-poll
     assert stored == uids[:3]
     # The worker polls again from the last committed cursor.
     stored.extend(ids(await drain(acct, committed)))
@@ -139,15 +141,16 @@ async def test_follow_waits_with_idle_for_new_mail(
     first = imap_server.append(mail_user, samples.numbered(1))
     got: list[int] = []
     with anyio.fail_after(20):
-        async for b in handle().poll(acct, None, follow=True):
-            got.extend(int(i.id) for i in b.items)
-            if got == [first]:
-                # Delivered while the poller is (about to be) in IDLE: pushed, not polled.
-                later = await anyio.to_thread.run_sync(
-                    imap_server.append, mail_user, samples.numbered(2)
-                )
-            elif len(got) == 2:
-                break
+        async with aclosing(handle().poll(acct, None, follow=True)) as batches:
+            async for b in batches:
+                got.extend(int(i.id) for i in b.items)
+                if got == [first]:
+                    # Delivered while the poller is (about to be) in IDLE: pushed, not polled.
+                    later = await anyio.to_thread.run_sync(
+                        imap_server.append, mail_user, samples.numbered(2)
+                    )
+                elif len(got) == 2:
+                    break
     assert got == [first, later]
 
 
@@ -156,14 +159,15 @@ async def test_follow_without_idle_polls(imap_server: DovecotServer, mail_user: 
     first = imap_server.append(mail_user, samples.numbered(1))
     got: list[int] = []
     with anyio.fail_after(20):
-        async for b in handle().poll(acct, None, follow=True):
-            got.extend(int(i.id) for i in b.items)
-            if got == [first]:
-                later = await anyio.to_thread.run_sync(
-                    imap_server.append, mail_user, samples.numbered(2)
-                )
-            elif len(got) == 2:
-                break
+        async with aclosing(handle().poll(acct, None, follow=True)) as batches:
+            async for b in batches:
+                got.extend(int(i.id) for i in b.items)
+                if got == [first]:
+                    later = await anyio.to_thread.run_sync(
+                        imap_server.append, mail_user, samples.numbered(2)
+                    )
+                elif len(got) == 2:
+                    break
     assert got == [first, later]
 
 
