@@ -91,6 +91,11 @@ class Channel:
         "UCS-2"}`` for SMS. Must not call the provider. Default: nothing to show."""
         return {}
 
+    async def aclose(self) -> None:
+        """Release what the channel holds across calls (HTTP pools, connections). Called
+        once when the service or worker stops."""
+        return None
+
     def reply(self, account: Account[Any], request: WebhookRequest) -> WebhookReply:
         """The HTTP answer once the request's content is committed. Override for TwiML etc."""
         return WebhookReply()

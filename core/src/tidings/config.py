@@ -28,7 +28,7 @@ from tidings.store.engine import DEFAULT_DATABASE_URL, async_url
 CONFIG_ENV = "TIDINGS_CONFIG"
 DEFAULT_CONFIG_PATH = "tidings.toml"
 _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
-RESERVED_ACCOUNT_KEYS = frozenset({"id", "channel", "project"})
+RESERVED_ACCOUNT_KEYS = frozenset({"id", "channel", "project", "send_rate"})
 
 
 class ServerSettings(BaseModel):
@@ -47,6 +47,9 @@ class AccountEntry(BaseModel):
     id: str = Field(pattern=ACCOUNT_ID_PATTERN)
     channel: str = Field(pattern=NAME_PATTERN)
     project: str = Field(min_length=1, max_length=100)
+    send_rate: float | None = Field(
+        default=None, gt=0, description="messages per second the outbox sends at most"
+    )
 
     @property
     def settings(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import importlib
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -143,10 +143,10 @@ class ChannelHandle:
 
     async def poll(
         self, account: Account[Any], cursor: Mapping[str, Any] | None, *, follow: bool
-    ) -> AsyncIterator[PolledBatch]:
+    ) -> AsyncGenerator[PolledBatch, None]:
         """The channel's batches, type-checked as they come."""
         batches = self._call("poll", account=account, cursor=cursor, follow=follow)
-        if not isinstance(batches, AsyncIterator):
+        if not isinstance(batches, AsyncGenerator):
             if inspect.iscoroutine(batches):
                 batches.close()  # an ``async def`` without ``yield``: never awaited
             raise PluginError(

@@ -6,6 +6,7 @@ first request, not in the middle of one.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,9 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from tidings.channel import Account
+from tidings.clock import Clock, system_clock
 from tidings.config import Config, build_accounts, load_config
+from tidings.conversations import Conversations
+from tidings.outbound.outbox import Outbox
 from tidings.plugins import ChannelHandle, Plugins, load_plugins
 from tidings.store import Store
+
+log = logging.getLogger("tidings.runtime")
 
 
 @dataclass
@@ -24,6 +30,14 @@ class Runtime:
     plugins: Plugins
     accounts: dict[str, Account[Any]]
     store: Store
+    clock: Clock = system_clock
+
+    def __post_init__(self) -> None:
+        self.conversations = Conversations(
+            self.store, self.plugins, self.accounts, clock=self.clock
+        )
+        rates = {e.id: e.send_rate for e in self.config.accounts if e.send_rate}
+        self.outbox = Outbox(self.store, self.plugins, self.accounts, clock=self.clock, rates=rates)
 
     @classmethod
     def start(
@@ -51,4 +65,10 @@ class Runtime:
         return self.plugins.channel(account.channel)
 
     async def close(self) -> None:
+        """Release channels' connections, then the store's."""
+        for handle in self.plugins.channels.values():
+            try:
+                await handle.channel.aclose()
+            except Exception:
+                log.exception("closing channel %s failed", handle.name)
         await self.store.close()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from functools import cache, wraps
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import anyio
 import typer
@@ -18,6 +18,10 @@ from rich.table import Table
 from tidings.config import STARTER_CONFIG, build_accounts, config_path, load_config
 from tidings.errors import TidingsError
 from tidings.plugins import Plugins, load_plugins
+
+if TYPE_CHECKING:
+    from tidings.intake import Intake
+    from tidings.models import PolledBatch
 from tidings.store import Store, head_revision
 
 app = typer.Typer(
@@ -166,8 +170,11 @@ def serve(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Listen address (default from config).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from config).")] = None,
+    worker: Annotated[
+        bool, typer.Option(help="Also send the outbox and poll mailboxes in this process.")
+    ] = True,
 ) -> None:
-    """Run the HTTP service (webhooks, health) until interrupted."""
+    """Run the HTTP service (webhooks, API, health, metrics) and, by default, the worker."""
     import uvicorn
 
     from tidings.runtime import Runtime
@@ -175,12 +182,106 @@ def serve(
 
     runtime = Runtime.start(config_path=config, plugins=loaded_plugins())
     uvicorn.run(
-        create_app(runtime),
+        create_app(runtime, worker=worker),
         host=host or runtime.config.server.host,
         port=port or runtime.config.server.port,
         log_level="info",
         timeout_graceful_shutdown=10,
     )
+
+
+@app.command("worker")
+@friendly_errors
+def worker_command(config: ConfigOption = None) -> None:
+    """Send the outbox and keep polled accounts in sync until interrupted (no HTTP).
+
+    With PostgreSQL several workers may run at once, on several machines.
+    """
+    import signal
+
+    from tidings.runtime import Runtime
+    from tidings.service.worker import run_worker
+
+    runtime = Runtime.start(config_path=config, plugins=loaded_plugins())
+
+    async def main() -> None:
+        stop = anyio.Event()
+
+        async def on_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    err.print("stopping after the current batch…")
+                    stop.set()
+                    return
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(on_signals)
+                await run_worker(runtime, stop)
+                tg.cancel_scope.cancel()
+        finally:
+            await runtime.close()
+
+    anyio.run(main)
+
+
+@app.command()
+@friendly_errors
+def sync(
+    account: Annotated[
+        str | None, typer.Argument(help="One account (default: every polled one).")
+    ] = None,
+    config: ConfigOption = None,
+    once: Annotated[bool, typer.Option("--once", help="Stop when nothing new is left.")] = False,
+) -> None:
+    """Pull polled accounts (mailboxes): store new messages, then mark them read."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from tidings.errors import ConfigError
+    from tidings.intake import sync_account
+    from tidings.runtime import Runtime
+    from tidings.service.worker import polled_accounts
+
+    runtime = Runtime.start(config_path=config, plugins=loaded_plugins())
+    targets = polled_accounts(runtime)
+    if account is not None:
+        targets = [a for a in targets if a.id == account]
+        if not targets:
+            runtime.config.account_entry(account)  # unknown → names the known ones
+            raise ConfigError("is not a polled account (its channel receives webhooks)",
+                              account=account)  # fmt: skip
+
+    async def main() -> None:
+        try:
+            with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err) as bar:
+                for acct in targets:
+                    counter = SyncProgress(bar, acct.id)
+                    await sync_account(runtime, acct, follow=not once, on_batch=counter)
+                    counter.finish()
+        finally:
+            await runtime.close()
+
+    anyio.run(main)
+
+
+class SyncProgress:
+    """One progress line per account: how many messages are new and how many were known."""
+
+    def __init__(self, bar: Any, account_id: str) -> None:
+        self.bar, self.account_id = bar, account_id
+        self.task = bar.add_task(f"{account_id}: connecting")
+        self.stored = self.duplicates = 0
+
+    def __call__(self, batch: PolledBatch, intake: Intake) -> None:
+        self.stored += len(intake.messages.stored)
+        self.duplicates += intake.messages.duplicates
+        self.bar.update(self.task, description=self._line())
+
+    def finish(self) -> None:
+        self.bar.update(self.task, description=self._line() + " — done")
+
+    def _line(self) -> str:
+        return f"{self.account_id}: {self.stored} new, {self.duplicates} already stored"
 
 
 @cache

@@ -139,6 +139,17 @@ class Conversations:
         async with self.store.write() as own:
             return await self._ingest(own, info, messages, contacts)
 
+    async def ingest_with(
+        self,
+        conn: AsyncConnection,
+        account_id: str,
+        messages: Sequence[InboundMessage],
+        contacts: Mapping[str, Sequence[ContactMatch]],
+    ) -> IngestResult:
+        """Ingest in the caller's transaction with contacts looked up beforehand (so a CRM
+        call never holds database locks)."""
+        return await self._ingest(conn, self.account_info(account_id), messages, contacts)
+
     async def _ingest(
         self,
         conn: AsyncConnection,

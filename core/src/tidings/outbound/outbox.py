@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings.channel import Account
 from tidings.clock import Clock, system_clock
 from tidings.errors import PermanentSendError, TransientSendError
+from tidings.metrics import METRICS
 from tidings.models import (
     Address,
     Attachment,
@@ -298,6 +299,7 @@ class Outbox:
             await self._event(conn, claim.message_id, "delivered_to_provider", done, now)
         if not owned:
             log.warning("message %s was sent after its claim was recovered", claim.message_id)
+        METRICS.messages_out.labels(self._channel_name(claim)).inc()
         outcome.sent += 1
         outcome.changes.extend(changes)
 
@@ -325,6 +327,7 @@ class Outbox:
             await conn.execute(sa.delete(o).where(o.c.message_id == claim.message_id))
             failure = {"reason": reason, "code": code, "attempts": attempts}
             cid = await self._event(conn, claim.message_id, "send_failed", failure, now)
+        METRICS.send_failures.labels(self._channel_name(claim)).inc()
         outcome.failed += 1
         outcome.changes.append(StatusChange(claim.message_id, cid, claim.account_id, update))
 
@@ -372,6 +375,10 @@ class Outbox:
             )
         )  # fmt: skip
         return int(cid)
+
+    def _channel_name(self, claim: Claim) -> str:
+        account = self.accounts.get(claim.account_id)
+        return account.channel if account else "unknown"
 
     # --- crash recovery ------------------------------------------------------------------
 

@@ -1,20 +1,30 @@
-"""The ASGI application ``tidings serve`` runs."""
+"""The ASGI application ``tidings serve`` runs: webhooks, health, metrics, the worker."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
+import sqlalchemy as sa
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tidings.metrics import METRICS
 from tidings.runtime import Runtime
-from tidings.store import current_revision, head_revision
+from tidings.service.webhooks import webhook_endpoint
+from tidings.service.worker import run_worker
+from tidings.store import current_revision, head_revision, tables
+
+SHUTDOWN_GRACE = 10.0
 
 
-def create_app(runtime: Runtime) -> Starlette:
+def create_app(runtime: Runtime, *, worker: bool = False) -> Starlette:
+    """The service. ``worker=True`` also runs the outbox and pollers in this process."""
+
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
@@ -36,14 +46,46 @@ def create_app(runtime: Runtime) -> Starlette:
             )
         return JSONResponse({"status": "ok", "schema": revision})
 
+    async def metrics(request: Request) -> Response:
+        async with runtime.store.read() as conn:
+            depth = await conn.execute(sa.select(sa.func.count()).select_from(tables.outbox))
+            METRICS.queue_depth.set(depth.scalar_one())
+        return Response(generate_latest(METRICS.registry), media_type=CONTENT_TYPE_LATEST)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        stop, done = anyio.Event(), anyio.Event()
+
+        async def work() -> None:
+            try:
+                await run_worker(runtime, stop)
+            finally:
+                done.set()
+
         try:
-            yield
+            async with anyio.create_task_group() as tg:
+                if worker:
+                    tg.start_soon(work)
+                else:
+                    done.set()
+                try:
+                    yield
+                finally:
+                    stop.set()  # the outbox finishes its batch; pollers stop between batches
+                    with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
+                        await done.wait()
+                    tg.cancel_scope.cancel()
         finally:
             await runtime.close()
 
+    endpoint = webhook_endpoint(runtime)
     return Starlette(
-        routes=[Route("/healthz", healthz), Route("/readyz", readyz)],
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+            Route("/webhooks/{account_id}", endpoint, methods=["GET", "POST"]),
+            Route("/webhooks/{account_id}/{endpoint:path}", endpoint, methods=["GET", "POST"]),
+        ],
         lifespan=lifespan,
     )
