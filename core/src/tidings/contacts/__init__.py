@@ -1,14 +1,20 @@
-"""The built-in contact store: contacts and their addresses, answering contact lookup."""
+"""The built-in contact store: contacts and their addresses, answering contact lookup.
+
+``ContactsService`` (``tidings.contacts.service``) is the CRM on top: configurable fields,
+related contacts, activity history and linking unknown senders.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 
 from tidings.models import Address, ContactMatch, ContactType
 from tidings.store import Store, tables
+from tidings.store import tables_contacts as tc
 
 SOURCE = "builtin"
 
@@ -87,6 +93,19 @@ async def find_by_addresses(
                 sa.select(ca).where(ca.c.contact_id.in_(ids)).order_by(ca.c.contact_id, ca.c.id)
             )
         ).all()
+        # Visible field values ride along, so routing rules and CRM views need no second trip.
+        value_rows = (
+            await conn.execute(
+                sa.select(tc.contact_values.c.contact_id, tc.contact_fields.c.name,
+                          tc.contact_values.c.value)
+                .join(tc.contact_fields, tc.contact_fields.c.id == tc.contact_values.c.field_id)
+                .where(tc.contact_values.c.contact_id.in_(ids),
+                       tc.contact_fields.c.visible.is_(True))
+            )
+        ).all()  # fmt: skip
+    fields: dict[int, dict[str, Any]] = {}
+    for value_row in value_rows:
+        fields.setdefault(value_row.contact_id, {})[value_row.name] = value_row.value
     by_contact: dict[int, list[Address]] = {}
     for row in addr_rows:
         by_contact.setdefault(row.contact_id, []).append(
@@ -104,6 +123,7 @@ async def find_by_addresses(
                 addresses=tuple(by_contact.get(row.id, ())),
                 owner=row.owner,
                 vip=row.vip,
+                fields=fields.get(row.id, {}),
             )
         )
     return found

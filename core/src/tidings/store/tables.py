@@ -361,3 +361,5 @@ consents = sa.Table(
     sa.CheckConstraint("state in ('opt_out', 'opt_in')", name="state"),
     comment="A customer's STOP/START towards one of our accounts.",
 )
+# Tables of other areas are defined on the same metadata in their own modules.
+from tidings.store import tables_contacts, tables_routing  # noqa: E402, F401
