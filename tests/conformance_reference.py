@@ -12,6 +12,8 @@ a channel against its provider's documentation:
   (base64)}]}`` → ``201 {"id", "status": "accepted"}``; ``429`` with ``Retry-After``,
   ``5xx``, or ``4xx {"error": {"code", "message"}}``.
 * Status words: accepted, sent, delivered, read, failed, undelivered.
+* Acme Feed (a second, polled product): a read-only feed of JSON items ``{"id", "from",
+  "text"}`` read in order; the cursor is the index of the next item.
 
 The module is self-contained (it is also copied into a temporary distribution by the CLI
 tests), so it imports nothing from the test folders.
@@ -24,12 +26,15 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
 
 import httpx
 import pytest
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from tidings import (
     Account,
@@ -45,6 +50,8 @@ from tidings import (
     MalformedPayload,
     OutboundMessage,
     PermanentSendError,
+    PolledBatch,
+    PolledItem,
     SendResult,
     SignatureError,
     StatusUpdate,
@@ -53,7 +60,10 @@ from tidings import (
     hookimpl,
     map_status,
 )
+from tidings.conversations import Conversations
 from tidings.models import normalise_phone
+from tidings.plugins import Plugins
+from tidings.store import Store
 from tidings.testing.conformance import (
     BadSettings,
     ChannelConformance,
@@ -62,6 +72,7 @@ from tidings.testing.conformance import (
     InboundSample,
     MalformedSample,
     SendScenario,
+    StoreIngestion,
 )
 
 API = "https://api.acme.test/v1/messages"
@@ -458,3 +469,198 @@ class AcmeConformance(ChannelConformance):
             return _json(account, "status", {"statuses": [{"id": provider_id, "status": word}]})
 
         return report
+
+
+# --- store-backed ingestion broken on purpose (the suite must notice) ---------------------
+
+
+class NoDedupeIngestion(StoreIngestion):
+    """Makes every delivery's ids unique before storing: a provider's retry is stored twice."""
+
+    deliveries = 0
+
+    async def deliver(self, account: Account[Any], request: WebhookRequest | PolledBatch) -> int:
+        messages = await self.plugins.channel(account.channel).receive(account, request)
+        self.deliveries += 1
+        fresh = [
+            m.model_copy(update={"provider_id": f"{m.provider_id}#{self.deliveries}"})
+            for m in messages
+        ]
+        conversations = Conversations(self.store, self.plugins, {account.id: account})
+        return len((await conversations.ingest(account.id, fresh)).stored)
+
+
+class StoresBeforeVerifying(StoreIngestion):
+    """Stores what the body says, and only then lets the channel check the signature."""
+
+    async def deliver(self, account: Account[Any], request: WebhookRequest | PolledBatch) -> int:
+        assert isinstance(request, WebhookRequest)
+        handle = self.plugins.channel(account.channel)
+        assert isinstance(handle.channel, AcmeChannel)
+        try:
+            early = handle.channel.parse(account, request.json_body())
+        except (KeyError, TypeError, ValueError, MalformedPayload):
+            early = []
+        conversations = Conversations(self.store, self.plugins, {account.id: account})
+        await conversations.ingest(account.id, early)
+        messages = await handle.receive(account, request)
+        return len((await conversations.ingest(account.id, messages)).stored)
+
+
+class AcmeWithIngestion(AcmeConformance):
+    """``AcmeConformance`` running through ``ingestion_class`` instead of the default."""
+
+    ingestion_class: ClassVar[type[StoreIngestion]] = StoreIngestion
+
+    @pytest.fixture
+    async def ingestion(
+        self, plugins: Plugins, tmp_path: Path, anyio_backend: str
+    ) -> AsyncIterator[StoreIngestion]:
+        store = Store.open(f"sqlite:///{tmp_path / 'broken-ingestion.db'}")
+        try:
+            await store.upgrade()
+            yield self.ingestion_class(store, plugins)
+        finally:
+            await store.close()
+
+
+# --- a polled channel: "Acme Feed", a read-only feed of JSON items -------------------------
+
+FEEDS: dict[str, list[bytes]] = {}
+"""The provider's side of Acme Feed: each feed's items (JSON ``{"id", "from", "text"}``)."""
+
+
+class FeedSettings(ChannelSettings):
+    feed: str = Field(pattern=r"^[a-z0-9-]{1,40}$")
+
+
+class AcmeFeed(Channel):
+    """Polls a feed two items at a time; the cursor is the index of the next item."""
+
+    name = "acme_feed"
+    kind = "feed"
+    settings_model = FeedSettings
+    capabilities = Capabilities(polled=True, can_reply=False, can_initiate=False)
+
+    def cursor(self, after: int) -> dict[str, Any]:
+        return {"next": after}
+
+    @hookimpl
+    async def poll(
+        self, account: Account[FeedSettings], cursor: Mapping[str, Any] | None, follow: bool
+    ) -> AsyncIterator[PolledBatch]:
+        items = FEEDS.get(account.settings.feed, [])
+        start = int((cursor or {}).get("next", 0))
+        for first in range(start, len(items), 2):
+            chunk = items[first : first + 2]
+            yield PolledBatch(
+                items=tuple(PolledItem(id=str(first + n), data=d) for n, d in enumerate(chunk)),
+                cursor=self.cursor(first + len(chunk)),
+                source=account.settings.feed,
+            )
+
+    @hookimpl
+    def receive(
+        self, account: Account[FeedSettings], request: WebhookRequest | PolledBatch
+    ) -> list[InboundMessage]:
+        if not isinstance(request, PolledBatch):
+            raise MalformedPayload("Acme Feed is polled: it has no webhooks")
+        out = []
+        for item in request.items:
+            try:
+                data = json.loads(item.data)
+                out.append(
+                    InboundMessage(
+                        provider_id=str(data["id"]),
+                        sender=Address.handle(str(data["from"])),
+                        text=str(data.get("text", "")),
+                    )
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise MalformedPayload(
+                    f"item {item.id} is not an Acme Feed item: {exc!r}"
+                ) from None
+        return out
+
+    @hookimpl
+    def acknowledge(self, account: Account[FeedSettings], batch: PolledBatch) -> None:
+        """Acme Feed has nothing to mark: the cursor alone says what was read."""
+
+
+class CursorNotJson(AcmeFeed):
+    """Puts a datetime into the cursor: it cannot be saved as the channel's state."""
+
+    def cursor(self, after: int) -> dict[str, Any]:
+        return {"next": after, "at": datetime(2025, 3, 1, tzinfo=UTC)}
+
+
+class CursorStuck(AcmeFeed):
+    """Always hands back the starting cursor: every poll fetches the whole feed again."""
+
+    def cursor(self, after: int) -> dict[str, Any]:
+        return {"next": 0}
+
+
+FEED_GOOD = Registers(AcmeFeed)
+FEED_CURSOR_NOT_JSON = Registers(CursorNotJson)
+FEED_CURSOR_STUCK = Registers(CursorStuck)
+
+
+def feed_item(item_id: str, sender: str, text: str) -> bytes:
+    return json.dumps({"id": item_id, "from": sender, "text": text}).encode()
+
+
+class AcmeFeedConformance(ChannelConformance):
+    """What the Acme Feed vendor writes; a concrete ``Test…`` subclass names the plugin."""
+
+    channel_name = "acme_feed"
+    receives_attachments = False
+
+    @pytest.fixture
+    def account_settings(self) -> Mapping[str, Any]:
+        return {"feed": f"feed-{uuid.uuid4().hex[:12]}"}
+
+    @pytest.fixture
+    def bad_settings(self) -> Sequence[BadSettings]:
+        return [BadSettings("feed name with spaces", {"feed": "my feed"}, "feed")]
+
+    @pytest.fixture
+    def inbound_samples(self) -> Sequence[InboundSample]:
+        def batch(first: int, *items: bytes) -> PolledBatch:
+            return PolledBatch(
+                items=tuple(PolledItem(id=str(first + n), data=d) for n, d in enumerate(items)),
+                cursor={"next": first + len(items)},
+            )
+
+        return [
+            InboundSample(
+                "two items",
+                batch(0, feed_item("F1", "anna", "hi"), feed_item("F2", "jan", "hello")),
+                (
+                    ExpectedMessage("handle:anna", "F1", "hi"),
+                    ExpectedMessage("handle:jan", "F2", "hello"),
+                ),
+            ),
+            InboundSample(
+                "one item",
+                batch(2, feed_item("F3", "anna", "again")),
+                (ExpectedMessage("handle:anna", "F3", "again"),),
+            ),
+        ]
+
+    @pytest.fixture
+    def malformed_samples(self) -> Sequence[MalformedSample]:
+        broken = PolledBatch(items=(PolledItem(id="9", data=b'{"id": "F9"}'),))
+        return [MalformedSample("item without a sender", broken)]
+
+    @pytest.fixture
+    def poll_source(self, account: Account[Any]) -> Callable[[Sequence[PolledBatch]], None]:
+        def put(batches: Sequence[PolledBatch]) -> None:
+            feed = FEEDS.setdefault(account.settings.feed, [])
+            feed.extend(item.data for b in batches for item in b.items)
+
+        return put
+
+    @pytest.fixture
+    def recipient(self) -> Address:
+        return Address.handle("anna")

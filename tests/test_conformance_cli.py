@@ -69,6 +69,24 @@ def test_example_telegram_channel_exits_zero() -> None:
     assert "the channel has no delivery reports" in result.stdout
 
 
+def test_shipped_twilio_channel_exits_zero() -> None:
+    result = conformance("sms_twilio")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "16/16 checks passed" in result.stdout
+    assert "the channel is pushed through webhooks, not polled" in result.stdout
+
+
+def test_shipped_email_channel_exits_zero_with_its_own_mail_servers() -> None:
+    # The child pytest has an empty configuration: the suite module itself loads
+    # tidings.testing.mailservers, which starts a private Dovecot and SMTP server.
+    result = conformance("email_imap")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "17/17 checks passed" in result.stdout
+    rows = [line for line in result.stdout.splitlines() if "polled_items_need_no_ack" in line]
+    assert len(rows) == 1
+    assert "pass" in rows[0]
+
+
 def test_unknown_plugin_is_a_usage_error() -> None:
     result = conformance("no_such_plugin")
     assert result.returncode == 2

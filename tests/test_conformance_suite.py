@@ -17,11 +17,42 @@ from tidings.testing.conformance import iter_checks
 pytest_plugins = ["pytester"]
 
 ALL_CHECKS = {name for name, _ in iter_checks()}
+POLL_CHECKS = {
+    "test_polled_batches_carry_json_cursors",
+    "test_polled_items_need_no_acknowledge_and_keep_their_ids",
+}
 NOT_FOR_A_SENDER = {
     "test_refuses_to_send_where_capabilities_say_no",
     "test_lookup_contacts_follows_the_contract",
+    *POLL_CHECKS,
 }
 ACME_CHECKS = ALL_CHECKS - NOT_FOR_A_SENDER
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _store_modules_imported(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Run the store once in this process before any in-process pytest run.
+
+    pytester forgets the modules an in-process run imported; SQLAlchemy's dialect modules,
+    imported again by the next run, would register their SQL functions twice (an
+    SAWarning, a RuntimeWarning the root configuration turns into an error). Importing
+    them here, outside the runs, keeps them loaded.
+    """
+    import anyio
+    import sqlalchemy.dialects.postgresql
+    import sqlalchemy.dialects.sqlite  # noqa: F401
+
+    from tidings.conversations import Conversations  # noqa: F401
+    from tidings.store import Store
+
+    async def upgrade() -> None:
+        store = Store.open(f"sqlite:///{tmp_path_factory.mktemp('warm') / 'warm.db'}")
+        try:
+            await store.upgrade()
+        finally:
+            await store.close()
+
+    anyio.run(upgrade)
 
 
 def install(pytester: pytest.Pytester, name: str, attr: str) -> None:
@@ -34,16 +65,24 @@ def install(pytester: pytest.Pytester, name: str, attr: str) -> None:
     pytester.syspathinsert(site)
 
 
-def run_suite(pytester: pytest.Pytester, name: str, attr: str) -> dict[str, dict[str, str]]:
-    """Run ``AcmeConformance`` against the variant; the outcome and message per check."""
+def run_suite(
+    pytester: pytest.Pytester,
+    name: str,
+    attr: str,
+    base: str = "AcmeConformance",
+    body: str = "",
+) -> dict[str, dict[str, str]]:
+    """Run the vendor's ``base`` suite against the variant; outcome and message per check."""
     install(pytester, name, attr)
     pytester.makepyfile(
         **{
             f"test_{name}_conformance": f"""
-                from conformance_reference import AcmeConformance
+                import conformance_reference
+                from conformance_reference import {base}
 
-                class TestAcme(AcmeConformance):
+                class TestAcme({base}):
                     plugin = "{name}"
+                    {body}
             """
         }
     )
@@ -82,6 +121,7 @@ def test_not_applicable_checks_are_deselected_with_a_reason(pytester: pytest.Pyt
             "the channel may send (can_reply or can_initiate)"
         ),
         "test_lookup_contacts_follows_the_contract": "the plugin does not look up contacts",
+        **dict.fromkeys(POLL_CHECKS, "the channel is pushed through webhooks, not polled"),
     }
 
 
@@ -205,3 +245,77 @@ def test_report_file_lists_each_check_with_its_description(pytester: pytest.Pyte
     docs = {row["check"]: row["doc"] for row in data["checks"]}
     assert docs["test_rejects_unsigned_and_forged_requests"].startswith("Missing or wrong")
     assert data["exitstatus"] == 0
+
+
+# --- store-backed checks: the default ingestion, and ingestion broken on purpose ----------
+
+
+def test_an_ingestion_that_does_not_dedupe_fails_redelivery(pytester: pytest.Pytester) -> None:
+    results = run_suite(
+        pytester,
+        "acme_nodedupe",
+        "GOOD",
+        "AcmeWithIngestion",
+        "ingestion_class = conformance_reference.NoDedupeIngestion",
+    )
+    assert failed(results) == {"test_redelivery_yields_the_same_provider_ids"}
+    message = results["test_redelivery_yields_the_same_provider_ids"]["message"]
+    assert "store: text: redelivery stored 1 new messages (1 -> 2 in the store)" in message
+
+
+def test_an_ingestion_that_stores_before_verifying_fails(pytester: pytest.Pytester) -> None:
+    results = run_suite(
+        pytester,
+        "acme_eager",
+        "GOOD",
+        "AcmeWithIngestion",
+        "ingestion_class = conformance_reference.StoresBeforeVerifying",
+    )
+    assert failed(results) == {"test_rejects_unsigned_and_forged_requests"}
+    message = results["test_rejects_unsigned_and_forged_requests"]["message"]
+    assert "text unsigned: the store went from 0 to 1 messages" in message
+
+
+def test_forged_requests_accepted_are_stored_by_the_default_ingestion(
+    pytester: pytest.Pytester,
+) -> None:
+    results = run_suite(pytester, "acme_forged_store", "FORGED_ACCEPTED")
+    message = results["test_rejects_unsigned_and_forged_requests"]["message"]
+    assert "through the store: text unsigned: returned" in message
+    assert "the store went from 0 to 1 messages" in message
+
+
+# --- polled channels ----------------------------------------------------------------------
+
+FEED_CHECKS = ALL_CHECKS - {
+    "test_rejects_unsigned_and_forged_requests",
+    "test_inbound_attachments_keep_name_type_and_size",
+    "test_send_returns_provider_id_and_status",
+    "test_send_transient_failures_are_classified",
+    "test_send_permanent_failures_are_classified",
+    "test_outbound_attachments_reach_the_provider",
+    "test_status_words_map_into_delivery_status",
+    "test_unknown_status_word_is_kept_as_unknown",
+    "test_status_replay_in_any_order_never_regresses",
+    "test_lookup_contacts_follows_the_contract",
+}
+
+
+def test_the_polled_reference_passes_every_applicable_check(pytester: pytest.Pytester) -> None:
+    results = run_suite(pytester, "feed_good", "FEED_GOOD", "AcmeFeedConformance")
+    assert set(results) == FEED_CHECKS
+    assert failed(results) == set(), results
+
+
+def test_a_cursor_that_is_not_json_fails(pytester: pytest.Pytester) -> None:
+    results = run_suite(pytester, "feed_datetime", "FEED_CURSOR_NOT_JSON", "AcmeFeedConformance")
+    assert failed(results) == {"test_polled_batches_carry_json_cursors"}
+    message = results["test_polled_batches_carry_json_cursors"]["message"]
+    assert "is not JSON-serialisable" in message
+
+
+def test_a_cursor_that_never_advances_fails(pytester: pytest.Pytester) -> None:
+    results = run_suite(pytester, "feed_stuck", "FEED_CURSOR_STUCK", "AcmeFeedConformance")
+    assert failed(results) == {"test_polled_items_need_no_acknowledge_and_keep_their_ids"}
+    message = results["test_polled_items_need_no_acknowledge_and_keep_their_ids"]["message"]
+    assert "resuming from the last cursor brought back items ['0', '1', '2']" in message

@@ -22,10 +22,14 @@ summary — never skipped — so a green run means every applicable rule was exe
 ``docs/conformance.md`` for every fixture and flag, and ``tidings conformance PLUGIN`` for
 running an installed plugin's suite.
 
-Store-backed checks: once the core's ingestion exists, a vendor (or the core's own tests)
-overrides the ``ingestion`` fixture with an object following ``Ingestion``; the redelivery
-and signature checks then also assert that nothing new, respectively nothing at all, is
-stored.
+Store-backed checks: by default every channel is also run through the core's ingestion
+(``StoreIngestion``: the channel's ``receive`` then ``Conversations.ingest`` on a temporary
+SQLite store), so the redelivery check asserts that a provider's retry stores nothing new and
+the signature and garbage checks that a refused request stores nothing at all. Override the
+``ingestion`` fixture with another object following ``Ingestion`` (or ``None``).
+
+Polled channels get two more checks, fed by ``polled_batches`` (the ``PolledBatch`` samples)
+and, when the vendor gives one, a live ``poll_source`` the account's ``poll`` reads from.
 
 Every assertion here carries its own message, so the module opts out of pytest's assertion
 rewriting (PYTEST_DONT_REWRITE): vendors import it before pytest sees ``pytest_plugins``, and
@@ -37,7 +41,7 @@ from __future__ import annotations
 import inspect
 import json
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
@@ -57,6 +61,7 @@ from tidings.errors import (
     PluginError,
     SignatureError,
     TransientSendError,
+    WebhookError,
 )
 from tidings.hookspecs import PROJECT
 from tidings.models import (
@@ -68,6 +73,7 @@ from tidings.models import (
     InboundMessage,
     OutboundMessage,
     PolledBatch,
+    PolledItem,
     SendResult,
     StatusUpdate,
     WebhookReply,
@@ -78,6 +84,8 @@ from tidings.outbound.rules import OUTSIDE_WINDOW_WORDS
 from tidings.plugins import ChannelHandle, Plugins, load_plugins
 
 PLUGIN_NAME = __name__
+POLL_TIMEOUT = 60.0
+"""Seconds a ``poll(follow=False)`` may take in the suite before it counts as hanging."""
 UNKNOWN_WORD = "conformance-unheard-of"
 """A status word no provider uses: it must come back as ``unknown`` with the word kept."""
 
@@ -180,16 +188,71 @@ class SendScenario:
     message: OutboundMessage | None = None
 
 
+class Unsignable(Exception):
+    """Raised by a vendor's ``sign`` for a body the provider's algorithm cannot sign.
+
+    Twilio signs the parsed form of a form POST, so a body that is not a form has no
+    signature anyone could compute. Such garbage is unsigned garbage: the channel may
+    refuse it with ``SignatureError`` as well as ``MalformedPayload``.
+    """
+
+
 class Ingestion(Protocol):
-    """Extension point for store-backed checks (the core's ingestion, when it exists).
+    """Extension point for store-backed checks: the path from a request to the store.
 
     ``deliver`` runs the full path — channel, dedupe, commit — and returns how many new
-    messages were stored; it raises what the channel raised.
+    messages were stored; it raises what the channel raised. ``stored`` counts the
+    account's messages in the store, so the suite can see that a refusal wrote nothing.
     """
 
     async def deliver(self, account: Account[Any], request: WebhookRequest | PolledBatch) -> int:
         """Ingest ``request`` for ``account``; the number of messages newly stored."""
         ...
+
+    async def stored(self, account: Account[Any]) -> int:
+        """How many inbound messages of ``account`` the store holds."""
+        ...
+
+
+class StoreIngestion:
+    """The default ``ingestion``: the channel's ``receive``, then the core's ``ingest``.
+
+    The store is a real one (a temporary SQLite database by default), so dedupe by
+    ``provider_id``, threading and contact lookup run exactly as in a deployment. A refused
+    request (``SignatureError``, ``MalformedPayload``) must leave the store as it was; the
+    counts before and after are compared here too, so the core's own path is held to the
+    rule the channel is.
+    """
+
+    def __init__(self, store: Any, plugins: Plugins) -> None:
+        self.store = store
+        self.plugins = plugins
+
+    async def stored(self, account: Account[Any]) -> int:
+        import sqlalchemy as sa
+
+        from tidings.store import tables
+
+        m = tables.messages
+        query = sa.select(sa.func.count()).where(
+            m.c.account_id == account.id, m.c.direction == "in"
+        )
+        async with self.store.read() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    async def deliver(self, account: Account[Any], request: WebhookRequest | PolledBatch) -> int:
+        from tidings.conversations import Conversations
+
+        before = await self.stored(account)
+        try:
+            messages = await self.plugins.channel(account.channel).receive(account, request)
+        except (SignatureError, MalformedPayload):
+            after = await self.stored(account)
+            assert after == before, f"a refused request changed the store: {before} -> {after}"
+            raise
+        conversations = Conversations(self.store, self.plugins, {account.id: account})
+        result = await conversations.ingest(account.id, messages)
+        return len(result.stored)
 
 
 # --- applicability: checks that do not apply are deselected, never skipped ---------------
@@ -257,15 +320,50 @@ def _facts(cls: type[ChannelConformance]) -> Facts | None:
 # --- small helpers ----------------------------------------------------------------------
 
 
+def _may_hold_secret(annotation: Any) -> bool:
+    """Whether a settings field's type is ``SecretStr`` (optional or in a union)."""
+    from typing import get_args
+
+    from pydantic import SecretStr
+
+    return annotation is SecretStr or any(_may_hold_secret(a) for a in get_args(annotation))
+
+
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
 def _default_provider_mock() -> AbstractContextManager[Any]:
-    """A fresh respx router: unrouted calls raise, so an unexpected request fails loudly."""
+    """A fresh respx router: unrouted calls raise, so an unexpected request fails loudly.
+
+    It patches ``httpx.AsyncClient`` itself (``using="httpx"``), not httpx's default
+    transport, so a channel that puts another transport under httpx (aiohttp, say) is
+    mocked just the same.
+    """
     import respx
 
-    return respx.mock(assert_all_called=False, assert_all_mocked=True)
+    return respx.mock(assert_all_called=False, assert_all_mocked=True, using="httpx")
+
+
+async def _maybe_await(value: object) -> object:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def _json_round_trip(cursor: object) -> str | None:
+    """Why ``cursor`` cannot be saved as the channel's state, or ``None`` when it can."""
+    if cursor is None:
+        return None
+    if not isinstance(cursor, Mapping):
+        return f"cursor is {type(cursor).__name__}, not a mapping"
+    try:
+        again = json.loads(json.dumps(cursor))
+    except (TypeError, ValueError) as exc:
+        return f"cursor {cursor!r} is not JSON-serialisable: {exc}"
+    if again != dict(cursor):
+        return f"cursor {cursor!r} does not survive JSON (comes back as {again!r})"
+    return None
 
 
 def _calls_made(provider: Any) -> int | None:
@@ -274,16 +372,19 @@ def _calls_made(provider: Any) -> int | None:
 
 
 async def _expect_raises(
-    kind: type[BaseException], call: Callable[[], Any], what: str
+    kind: type[BaseException] | tuple[type[BaseException], ...],
+    call: Callable[[], Any],
+    what: str,
 ) -> BaseException | str:
     """Run ``call``; return the exception of ``kind``, or a sentence saying what happened."""
+    names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
     try:
         result = await call()
     except kind as exc:
         return exc
     except Exception as exc:
-        return f"{what}: raised {type(exc).__name__}({exc}) instead of {kind.__name__}"
-    return f"{what}: returned {_summary(result)} instead of raising {kind.__name__}"
+        return f"{what}: raised {type(exc).__name__}({exc}) instead of {names}"
+    return f"{what}: returned {_summary(result)} instead of raising {names}"
 
 
 def _summary(value: object) -> str:
@@ -336,7 +437,10 @@ class ChannelConformance:
       not depend on the body (Telegram's secret token);
     * ``unsigned_webhooks_reason`` — for providers that cannot sign at all (a plain web
       form): the signature check is deselected with this reason;
-    * ``receives_attachments`` — False for channels that never receive files.
+    * ``receives_attachments`` — False for channels that never receive files;
+    * ``outbound_media_by_url`` — True when the provider fetches outbound files from public
+      URLs (Twilio's ``MediaUrl``) instead of receiving their bytes: the suite then gives
+      each attachment a ``url`` and ``sent_attachments`` returns the URLs the provider got.
     """
 
     plugin: ClassVar[str]
@@ -345,6 +449,7 @@ class ChannelConformance:
     signature_covers_body: ClassVar[bool] = True
     unsigned_webhooks_reason: ClassVar[str | None] = None
     receives_attachments: ClassVar[bool] = True
+    outbound_media_by_url: ClassVar[bool] = False
     account_id: ClassVar[str] = "conformance"
 
     @classmethod
@@ -407,8 +512,9 @@ class ChannelConformance:
         return self._override("send_permanent", "invalid recipient / refused arrangements")  # type: ignore[no-any-return]
 
     @pytest.fixture
-    def sent_attachments(self) -> Callable[[Any], Sequence[ExpectedAttachment]]:
-        """Read back from the provider mock the attachments a send uploaded."""
+    def sent_attachments(self) -> Callable[[Any], Sequence[ExpectedAttachment | str]]:
+        """Read back from the provider mock the attachments a send uploaded (their URLs
+        when ``outbound_media_by_url``)."""
         return self._override("sent_attachments", "parse the attachments the mock received")  # type: ignore[no-any-return]
 
     @pytest.fixture
@@ -427,6 +533,25 @@ class ChannelConformance:
     def status_samples(self, account: Account[Any]) -> Sequence[StatusSample]:
         """Full reports as documented (several updates, error codes…)."""
         return ()
+
+    @pytest.fixture
+    def sent_provider_id(self) -> Callable[[int], str]:
+        """The provider's id of our outbound message number ``n``, written the way the
+        provider writes ids (``SM…`` sids, ``<…@domain>`` Message-IDs); status reports are
+        built for these ids and must come back with them."""
+        return lambda n: f"conformance-msg-{n}"
+
+    @pytest.fixture
+    def polled_batches(self, inbound_samples: Sequence[InboundSample]) -> Sequence[PolledBatch]:
+        """Batches as ``poll`` yields them; by default the ``PolledBatch`` inbound samples."""
+        return [s.request for s in inbound_samples if isinstance(s.request, PolledBatch)]
+
+    @pytest.fixture
+    def poll_source(self) -> Callable[[Sequence[PolledBatch]], object] | None:
+        """Optional live source: a function (may be async) that puts the items of the given
+        batches where the account's ``poll`` finds them (append them to the test mailbox,
+        say). ``None``: the poll checks use the samples alone."""
+        return None
 
     # -- fixtures with working defaults ---------------------------------------------------
 
@@ -473,9 +598,18 @@ class ChannelConformance:
         return build_account(entry, Config(public_url="https://tidings.example"), plugins)
 
     @pytest.fixture
-    def ingestion(self) -> Ingestion | None:
-        """Override with the core's ingestion to add store-backed assertions."""
-        return None
+    async def ingestion(
+        self, plugins: Plugins, tmp_path: Path, anyio_backend: str
+    ) -> AsyncIterator[Ingestion | None]:
+        """The core's ingestion over a temporary SQLite store (override: another, or None)."""
+        from tidings.store import Store
+
+        store = Store.open(f"sqlite:///{tmp_path / 'conformance-ingestion.db'}")
+        try:
+            await store.upgrade()
+            yield StoreIngestion(store, plugins)
+        finally:
+            await store.close()
 
     @pytest.fixture
     def lookup_addresses(self, inbound_samples: Sequence[InboundSample]) -> Sequence[Address]:
@@ -517,6 +651,8 @@ class ChannelConformance:
             secret = getattr(value, "get_secret_value", None)
             if secret is not None:
                 assert secret() not in shown, f"the secret {name!r} appears in a repr"
+            elif _may_hold_secret(info.annotation):
+                continue  # an optional SecretStr that this account leaves unset
             elif "secret" in name or "token" in name or "password" in name:
                 pytest.fail(
                     f"settings field {name!r} looks secret but is {info.annotation}: use SecretStr",
@@ -629,8 +765,10 @@ class ChannelConformance:
         provider_mock: ProviderMock,
         ingestion: Ingestion | None,
     ) -> None:
-        """A provider's retry of the same request yields the same provider ids (no dupes)."""
+        """A provider's retry of the same request yields the same provider ids and, through
+        the store, stores nothing new."""
         assert inbound_samples, "inbound_samples is empty"
+        distinct: set[str] = set()
         for sample in inbound_samples:
             first = await self._receive(channel, account, sample, sign, provider_mock)
             again = await self._receive(channel, account, sample, sign, provider_mock)
@@ -638,17 +776,33 @@ class ChannelConformance:
                 f"{sample.name}: redelivery gave other provider ids — the core would store "
                 "the messages twice"
             )
-        if ingestion is not None:
-            for sample in inbound_samples:
-                request = sample.request
-                if isinstance(request, WebhookRequest):
-                    request = sign(request)
-                with provider_mock() as provider:
-                    if sample.arrange is not None:
-                        sample.arrange(provider)
-                    await ingestion.deliver(account, request)
-                    stored = await ingestion.deliver(account, request)
-                assert stored == 0, f"{sample.name}: redelivery stored {stored} new messages"
+            distinct.update(m.provider_id for m in first)
+        if ingestion is None:
+            return
+        problems = []
+        for sample in inbound_samples:
+            request = sample.request
+            if isinstance(request, WebhookRequest):
+                request = sign(request)
+            with provider_mock() as provider:
+                if sample.arrange is not None:
+                    sample.arrange(provider)
+                await ingestion.deliver(account, request)
+                before = await ingestion.stored(account)
+                stored = await ingestion.deliver(account, request)
+                after = await ingestion.stored(account)
+            if stored != 0 or after != before:
+                problems.append(
+                    f"{sample.name}: redelivery stored {stored} new messages "
+                    f"({before} -> {after} in the store)"
+                )
+        total = await ingestion.stored(account)
+        if total != len(distinct):
+            problems.append(
+                f"the samples carry {len(distinct)} distinct messages but the store holds "
+                f"{total}: provider ids collide across requests or messages were lost"
+            )
+        assert not problems, "store: " + "; ".join(problems)
 
     @pytest.mark.anyio
     @_when(_signed, "the channel is polled or its provider cannot sign (unsigned_webhooks_reason)")
@@ -699,13 +853,32 @@ class ChannelConformance:
                     problems.append(outcome)
                 elif _calls_made(provider):
                     problems.append(f"{name}: called the provider before refusing")
-                if ingestion is not None:
-                    stored = await _expect_raises(
-                        SignatureError, partial(ingestion.deliver, account, request), name
-                    )
-                    if isinstance(stored, str):
-                        problems.append(f"ingestion: {stored}")
+            if ingestion is not None:
+                problems += await self._refused_by_store(
+                    ingestion, account, request, name, SignatureError, provider_mock
+                )
         assert not problems, "; ".join(problems)
+
+    async def _refused_by_store(
+        self,
+        ingestion: Ingestion,
+        account: Account[Any],
+        request: WebhookRequest | PolledBatch,
+        name: str,
+        kind: type[WebhookError] | tuple[type[WebhookError], ...],
+        provider_mock: ProviderMock,
+    ) -> list[str]:
+        """Deliver a request that must be refused: the same error, and the store unchanged."""
+        before = await ingestion.stored(account)
+        with provider_mock():
+            outcome = await _expect_raises(kind, partial(ingestion.deliver, account, request), name)
+        after = await ingestion.stored(account)
+        problems = []
+        if isinstance(outcome, str):
+            problems.append(f"through the store: {outcome}")
+        if after != before:
+            problems.append(f"{name}: the store went from {before} to {after} messages")
+        return problems
 
     def _garbage(
         self, channel: ChannelHandle, account: Account[Any], samples: Sequence[InboundSample]
@@ -730,7 +903,34 @@ class ChannelConformance:
                     url=account.webhook_url(endpoint), endpoint=endpoint, headers=headers, body=body
                 )
                 out.append(MalformedSample(f"{what} to {endpoint or '/'}", request))
+        if channel.channel.capabilities.polled and not channel.channel.webhooks:
+            stray = WebhookRequest(
+                url=account.webhook_url("conformance"),
+                endpoint="conformance",
+                headers={"content-type": "application/json"},
+                body=b'{"conformance": true}',
+            )
+            out.append(MalformedSample("a webhook request to a polled channel", stray))
         return out
+
+    def _polled_garbage(
+        self, channel: ChannelHandle, account: Account[Any]
+    ) -> list[MalformedSample]:
+        if not channel.channel.capabilities.polled:
+            return []
+        items = {
+            "empty item": b"",
+            "not UTF-8 item": b"\xff\xfe\x00\x9c garbage",
+            "truncated JSON item": b'{"truncated": ',
+            "one endless line": b"x" * 100_000,
+        }
+        return [
+            MalformedSample(
+                f"polled {what}",
+                PolledBatch(items=(PolledItem(id=f"conformance-{i}", data=data),)),
+            )
+            for i, (what, data) in enumerate(items.items())
+        ]
 
     @pytest.mark.anyio
     async def test_malformed_payloads_raise_malformed_payload(
@@ -741,25 +941,48 @@ class ChannelConformance:
         malformed_samples: Sequence[MalformedSample],
         sign: Callable[[WebhookRequest], WebhookRequest],
         provider_mock: ProviderMock,
+        ingestion: Ingestion | None,
     ) -> None:
-        """Signed garbage raises MalformedPayload — never KeyError, TypeError or a crash."""
+        """Signed garbage raises MalformedPayload — never KeyError, TypeError or a crash —
+        and stores nothing."""
         samples = [*self._garbage(channel, account, inbound_samples), *malformed_samples]
-        assert samples, "give malformed_samples (polled channels have no generic ones)"
+        assert samples, "give malformed_samples"
         problems = []
         for sample in samples:
             request = sample.request
+            refusals: tuple[type[WebhookError], ...] = (MalformedPayload,)
             if isinstance(request, WebhookRequest):
-                request = sign(request)
+                try:
+                    request = sign(request)
+                except Unsignable:
+                    refusals = (MalformedPayload, SignatureError)
                 kind = channel.channel.webhooks.get(request.endpoint, Endpoint.MESSAGES)
             else:
                 kind = Endpoint.MESSAGES
             hook = channel.delivery_status if kind is Endpoint.STATUSES else channel.receive
             with provider_mock():
                 outcome = await _expect_raises(
-                    MalformedPayload, partial(hook, account, request), sample.name
+                    refusals, partial(hook, account, request), sample.name
                 )
             if isinstance(outcome, str):
                 problems.append(outcome)
+            elif ingestion is not None and kind is not Endpoint.STATUSES:
+                problems += await self._refused_by_store(
+                    ingestion, account, request, sample.name, refusals, provider_mock
+                )
+        for sample in self._polled_garbage(channel, account):
+            # Unreadable items may be refused, or kept as messages an agent can open (mail
+            # the parser cannot read must not block a mailbox) — but never crash.
+            with provider_mock():
+                try:
+                    await channel.receive(account, sample.request)
+                except MalformedPayload:
+                    pass
+                except Exception as exc:
+                    problems.append(
+                        f"{sample.name}: raised {type(exc).__name__}({exc}) instead of "
+                        "MalformedPayload or messages"
+                    )
         assert not problems, "; ".join(problems)
 
     @pytest.mark.anyio
@@ -782,6 +1005,134 @@ class ChannelConformance:
             got = [[ExpectedAttachment.of(a) for a in m.attachments] for m in messages]
             want = [list(m.attachments) for m in sample.expect]
             assert got == want, f"{sample.name}: attachments {got}, expected {want}"
+
+    # -- polling ---------------------------------------------------------------------------
+
+    async def _poll_all(
+        self,
+        channel: ChannelHandle,
+        account: Account[Any],
+        cursor: Mapping[str, Any] | None,
+        provider_mock: ProviderMock,
+    ) -> list[PolledBatch]:
+        """Every batch ``poll(follow=False)`` yields from ``cursor`` (bounded in time)."""
+        import anyio
+
+        out: list[PolledBatch] = []
+        with provider_mock(), anyio.fail_after(POLL_TIMEOUT):
+            async for batch in channel.poll(account, cursor, follow=False):
+                out.append(batch)
+        return out
+
+    async def _live(
+        self,
+        channel: ChannelHandle,
+        account: Account[Any],
+        polled_batches: Sequence[PolledBatch],
+        poll_source: Callable[[Sequence[PolledBatch]], object],
+        provider_mock: ProviderMock,
+    ) -> list[PolledBatch]:
+        await _maybe_await(poll_source(polled_batches))
+        live = await self._poll_all(channel, account, None, provider_mock)
+        assert all(isinstance(b, PolledBatch) for b in live), (
+            f"poll yielded {[type(b).__name__ for b in live]}, not PolledBatch objects"
+        )
+        want = sum(len(b.items) for b in polled_batches)
+        got = sum(len(b.items) for b in live)
+        assert got == want, f"poll_source was given {want} items but poll yielded {got}"
+        return live
+
+    @pytest.mark.anyio
+    @_when(lambda f: f.capabilities.polled, "the channel is pushed through webhooks, not polled")
+    async def test_polled_batches_carry_json_cursors(
+        self,
+        channel: ChannelHandle,
+        account: Account[Any],
+        polled_batches: Sequence[PolledBatch],
+        poll_source: Callable[[Sequence[PolledBatch]], object] | None,
+        provider_mock: ProviderMock,
+    ) -> None:
+        """Cursors are JSON mappings (saved as the channel's state); item ids are unique."""
+        assert polled_batches, "polled_batches is empty: give PolledBatch inbound samples"
+        batches = list(polled_batches)
+        if poll_source is not None:
+            batches += await self._live(
+                channel, account, polled_batches, poll_source, provider_mock
+            )
+        problems = []
+        for number, batch in enumerate(batches, 1):
+            why = _json_round_trip(batch.cursor)
+            if why is not None:
+                problems.append(f"batch {number}: {why}")
+            ids = [item.id for item in batch.items]
+            if len(set(ids)) != len(ids):
+                problems.append(f"batch {number}: item ids repeat: {ids}")
+        assert not problems, "; ".join(problems)
+
+    @pytest.mark.anyio
+    @_when(lambda f: f.capabilities.polled, "the channel is pushed through webhooks, not polled")
+    async def test_polled_items_need_no_acknowledge_and_keep_their_ids(
+        self,
+        channel: ChannelHandle,
+        account: Account[Any],
+        polled_batches: Sequence[PolledBatch],
+        poll_source: Callable[[Sequence[PolledBatch]], object] | None,
+        provider_mock: ProviderMock,
+        ingestion: Ingestion | None,
+    ) -> None:
+        """receive works on batches never acknowledged, the same batch gives the same ids,
+        and resuming from the last cursor brings back nothing already seen."""
+        assert polled_batches, "polled_batches is empty: give PolledBatch inbound samples"
+        problems = []
+
+        async def ids(batch: PolledBatch) -> list[str]:
+            with provider_mock():
+                return [m.provider_id for m in await channel.receive(account, batch)]
+
+        for number, batch in enumerate(polled_batches, 1):
+            first, repeat = await ids(batch), await ids(batch)
+            if first != repeat:
+                problems.append(f"sample batch {number}: ids {first}, then {repeat}")
+        if poll_source is None:
+            assert not problems, "; ".join(problems)
+            return
+        live = await self._live(channel, account, polled_batches, poll_source, provider_mock)
+        # Nothing acknowledged yet: polling again from the start finds the same items.
+        again = await self._poll_all(channel, account, None, provider_mock)
+        items = [[i.id for i in b.items] for b in live]
+        if [[i.id for i in b.items] for b in again] != items:
+            problems.append(
+                f"polling twice without acknowledge gave {items}, then "
+                f"{[[i.id for i in b.items] for b in again]}"
+            )
+        live_ids = [pid for b in live for pid in await ids(b)]
+        sample_ids = [pid for b in polled_batches for pid in await ids(b)]
+        if sorted(live_ids) != sorted(sample_ids):
+            problems.append(f"polled items gave ids {live_ids}, the samples {sample_ids}")
+        if [pid for b in again for pid in await ids(b)] != live_ids:
+            problems.append("re-receiving the polled batches gave other provider ids")
+        if ingestion is not None:
+            for batch in live:
+                await ingestion.deliver(account, batch)
+            before = await ingestion.stored(account)
+            if before != len(set(live_ids)):
+                problems.append(f"{len(set(live_ids))} polled messages, {before} stored")
+            redelivered = [await ingestion.deliver(account, b) for b in again]
+            if any(redelivered):
+                problems.append(f"re-polled batches stored {sum(redelivered)} new messages")
+        for batch in live:
+            with provider_mock():
+                try:
+                    await channel.acknowledge(account, batch)
+                except Exception as exc:
+                    problems.append(f"acknowledge raised {type(exc).__name__}: {exc}")
+        if live and live[-1].cursor is not None:
+            seen = {i.id for b in live for i in b.items}
+            rest = await self._poll_all(channel, account, live[-1].cursor, provider_mock)
+            back = sorted(seen & {i.id for b in rest for i in b.items})
+            if back:
+                problems.append(f"resuming from the last cursor brought back items {back}")
+        assert not problems, "; ".join(problems)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -905,10 +1256,11 @@ class ChannelConformance:
         account: Account[Any],
         outbound_message: OutboundMessage,
         send_success: SendScenario,
-        sent_attachments: Callable[[Any], Sequence[ExpectedAttachment]],
+        sent_attachments: Callable[[Any], Sequence[ExpectedAttachment | str]],
         provider_mock: ProviderMock,
     ) -> None:
-        """Attachments within the declared limits reach the provider with name, type, size."""
+        """Attachments within the declared limits reach the provider with name, type, size
+        (or, for providers fetching media, with their URL)."""
         limits = channel.channel.capabilities.attachments
         assert limits is not None
         content_type = _allowed_type(limits.content_types)
@@ -918,7 +1270,12 @@ class ChannelConformance:
             Attachment(
                 filename=f"conformance-{i}.{ext}",
                 content_type=content_type,
-                data=bytes((i + j) % 256 for j in range(size)),
+                size=size,
+                **(
+                    {"url": f"https://media.conformance.test/{i}/conformance-{i}.{ext}"}
+                    if self.outbound_media_by_url
+                    else {"data": bytes((i + j) % 256 for j in range(size))}
+                ),
             )
             for i in range(min(2, limits.max_count))
         )
@@ -928,8 +1285,11 @@ class ChannelConformance:
         with provider_mock() as provider:
             send_success.arrange(provider)
             await channel.send(account, message)
-            got = sorted(sent_attachments(provider), key=lambda a: a.filename)
-        want = sorted((ExpectedAttachment.of(a) for a in files), key=lambda a: a.filename)
+            got = sorted(sent_attachments(provider), key=str)
+        want: list[ExpectedAttachment | str] = [
+            (a.url or "") if self.outbound_media_by_url else ExpectedAttachment.of(a) for a in files
+        ]
+        want.sort(key=str)
         assert got == want, f"the provider received {got}, expected {want}"
 
     # -- declared capabilities ---------------------------------------------------------
@@ -1041,16 +1401,18 @@ class ChannelConformance:
         status_samples: Sequence[StatusSample],
         sign: Callable[[WebhookRequest], WebhookRequest],
         provider_mock: ProviderMock,
+        sent_provider_id: Callable[[int], str],
     ) -> None:
         """Every documented status word maps as expected, with the raw word kept."""
         assert status_words, "status_words is empty"
         problems = []
+        sent = sent_provider_id(1)
         for word, expected in status_words.items():
-            report = status_report("conformance-msg-1", word)
+            report = status_report(sent, word)
             updates = await self._statuses(channel, account, report, sign, provider_mock)
             got = [(u.provider_id, u.status, u.raw_status) for u in updates]
-            if got != [("conformance-msg-1", expected, word)]:
-                problems.append(f"{word!r}: {got}, expected [('conformance-msg-1', {expected})]")
+            if got != [(sent, expected, word)]:
+                problems.append(f"{word!r}: {got}, expected [({sent!r}, {expected})]")
         for sample in status_samples:
             updates = await self._statuses(channel, account, sample.request, sign, provider_mock)
             got_s = [ExpectedStatus(u.provider_id, u.status, u.raw_status) for u in updates]
@@ -1067,12 +1429,14 @@ class ChannelConformance:
         status_report: Callable[[str, str], WebhookRequest | PolledBatch],
         sign: Callable[[WebhookRequest], WebhookRequest],
         provider_mock: ProviderMock,
+        sent_provider_id: Callable[[int], str],
     ) -> None:
         """A word the channel does not know becomes ``unknown`` with the word — not dropped."""
-        report = status_report("conformance-msg-2", UNKNOWN_WORD)
+        sent = sent_provider_id(2)
+        report = status_report(sent, UNKNOWN_WORD)
         updates = await self._statuses(channel, account, report, sign, provider_mock)
         got = [(u.provider_id, u.status, u.raw_status) for u in updates]
-        assert got == [("conformance-msg-2", DeliveryStatus.UNKNOWN, UNKNOWN_WORD)], (
+        assert got == [(sent, DeliveryStatus.UNKNOWN, UNKNOWN_WORD)], (
             f"an unknown word gave {got}: it must be one update, unknown, raw word kept"
         )
 
@@ -1086,11 +1450,12 @@ class ChannelConformance:
         status_report: Callable[[str, str], WebhookRequest | PolledBatch],
         sign: Callable[[WebhookRequest], WebhookRequest],
         provider_mock: ProviderMock,
+        sent_provider_id: Callable[[int], str],
     ) -> None:
         """Reports applied in any order end at the most advanced status the words imply."""
         reports = []
         for word in status_words:
-            request = status_report("conformance-msg-3", word)
+            request = status_report(sent_provider_id(3), word)
             reports += await self._statuses(channel, account, request, sign, provider_mock)
         expected_rank = max(s.rank for s in status_words.values())
         orders = [list(reports), list(reversed(reports))]
@@ -1304,6 +1669,8 @@ __all__ = [
     "MalformedSample",
     "SendScenario",
     "StatusSample",
+    "StoreIngestion",
+    "Unsignable",
 ]
 
 
