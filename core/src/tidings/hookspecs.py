@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import typer
 
     from tidings.channel import Account, Channel
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
         StatusUpdate,
         WebhookRequest,
     )
+    from tidings.routing.rules import ActionKind, ConditionKind
     from tidings.store import Store
 
 PROJECT = "tidings"
@@ -184,4 +187,31 @@ def delivery_status_changed(
     report, a send result, a failure), after the change is committed. ``update.status`` is
     the new normalised status, with the provider's word and error beside it. Return
     nothing; an exception is logged and does not affect the message or other listeners.
+    """
+
+
+@hookspec
+def register_rule_kinds() -> Sequence[ConditionKind | ActionKind]:
+    """``register_rule_kinds() -> Sequence[ConditionKind | ActionKind]``
+
+    Called once when the routing service starts. Return the condition and action kinds
+    this plugin adds to inbound rules (``tidings.routing.rules.ConditionKind`` /
+    ``ActionKind``: a unique ``name``, a pydantic ``params`` model, and ``test(params,
+    facts) -> bool`` or ``apply(params, facts, outcome) -> None``), or an empty sequence.
+    Rules naming a kind are validated against its ``params`` when saved. A name already
+    registered (a built-in or another plugin's) stops start-up. An exception raised while
+    a rule is evaluated is logged: a condition then does not match, an action is skipped.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def sla_signal(conversation_id: int, signal: str, at: datetime) -> Awaitable[None] | None:
+    """``sla_signal(conversation_id, signal, at) -> None`` (may be async)
+
+    A listener: called once per conversation and signal when the SLA sweep finds that a
+    deadline passed — ``signal`` is ``reaction_missed``, ``alarm_reached`` or
+    ``execution_missed`` and ``at`` the deadline — after the signal is committed (it is
+    then also in the conversation's event log and filterable). Return nothing; an
+    exception is logged and affects neither the signal nor other listeners.
     """

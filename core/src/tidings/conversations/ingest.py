@@ -21,6 +21,7 @@ from tidings.conversations.subjects import base_subject
 from tidings.models import Address, Attachment, ContactMatch, InboundMessage, Threading
 from tidings.outbound.consent import record_consent
 from tidings.routing import ensure_project
+from tidings.routing.route import route_new
 from tidings.store import dialect_insert, search, tables
 
 c, m = tables.conversations, tables.messages
@@ -189,6 +190,7 @@ async def ingest(
     result.conversations.update(cids)
     await _insert_related(conn, info, fresh, targets, message_ids, contacts)
     await _update_conversations(conn, fresh, targets, rows, names, now, result)
+    await route_new(conn, info, fresh, targets, result, contacts, now)
     return result
 
 

@@ -69,6 +69,17 @@ class Side(StrEnum):
     SYSTEM = "system"
 
 
+class SlaSignal(StrEnum):
+    """The three SLA clocks of a conversation's priority (``tidings.routing.sla``)."""
+
+    REACTION_MISSED = "reaction_missed"
+    """No agent reply within the reaction time (or the first reply came later)."""
+    ALARM_REACHED = "alarm_reached"
+    """The execution alarm passed while the conversation was still open."""
+    EXECUTION_MISSED = "execution_missed"
+    """Not closed within the execution time (or closed later)."""
+
+
 class DateRange(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -97,6 +108,7 @@ class Filters(BaseModel):
     channel: str | None = None
     state: State | None = None
     search: str | None = Field(default=None, description="customer name or message text")
+    sla: SlaSignal | None = Field(default=None, description="this SLA signal was raised")
 
 
 class Page(BaseModel):
