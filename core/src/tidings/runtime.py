@@ -19,6 +19,7 @@ from tidings.config import Config, build_accounts, load_config
 from tidings.conversations import Conversations
 from tidings.outbound.outbox import Outbox
 from tidings.plugins import ChannelHandle, Plugins, load_plugins
+from tidings.routing.service import Routing
 from tidings.store import Store
 
 log = logging.getLogger("tidings.runtime")
@@ -33,6 +34,8 @@ class Runtime:
     clock: Clock = system_clock
 
     def __post_init__(self) -> None:
+        # Routing first: building it installs the plugins' rule kinds that ingestion uses.
+        self.routing = Routing(self.store, self.plugins, clock=self.clock)
         self.conversations = Conversations(
             self.store, self.plugins, self.accounts, clock=self.clock
         )

@@ -71,9 +71,9 @@ def _compile_unary_plus(element: _Unindexed, compiler: SQLCompiler, **kw: Any) -
 def unindexed(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
     """``column`` as SQLite must not use for choosing an index; unchanged elsewhere.
 
-    Visibility matches most of what an agent's view holds, yet without statistics SQLite
-    takes an index on it for selective and fetches and sorts every matching conversation:
-    a full sort of tens of thousands of rows for a page of 50.
+    Visibility matches most of what an agent's view holds, yet SQLite, planning without
+    statistics, takes its index for selective: it fetches every matching conversation and
+    sorts tens of thousands of rows for a page of 50.
     """
     return _Unindexed(column)
 
@@ -119,14 +119,34 @@ _OPEN = (State.NEW.value, State.ASSIGNED.value)
 
 
 def view_condition(actor: Actor, view: View) -> sa.ColumnElement[bool]:
+    """The view as a condition on conversations, for the conversation list: the state
+    leads the index (``ix_conversations_state_sort``), so the work is bounded by the
+    conversations in that state, not by all the agent may see."""
+    return _view_condition(actor, view, c.c.state)
+
+
+def message_view_condition(actor: Actor, view: View) -> sa.ColumnElement[bool]:
+    """The view for the flat message list, newest message first.
+
+    There the fast plan walks messages by ``sent_at`` and looks each one's conversation up;
+    with an indexable state SQLite would instead fetch every message of every open
+    conversation and sort them. The agent's own conversations (Mine) stay indexable:
+    they are few, and found through ``ix_conversations_assignee``.
+    """
+    return _view_condition(actor, view, unindexed(c.c.state))
+
+
+def _view_condition(
+    actor: Actor, view: View, state: sa.ColumnElement[Any]
+) -> sa.ColumnElement[bool]:
     if view is View.MINE:
         return sa.and_(c.c.assignee_id == actor.id, c.c.state.in_(_OPEN))
     if view is View.ACTIVE:
-        return c.c.state.in_(_OPEN)
+        return state.in_(_OPEN)
     if view is View.UNASSIGNED:
-        return c.c.state == State.NEW.value
+        return state == State.NEW.value
     if view is View.CLOSED:
-        return c.c.state == State.CLOSED.value
+        return state == State.CLOSED.value
     if not actor.can_view_all:
         raise Forbidden("the All view needs the 'view all' permission")
     return sa.true()
@@ -153,9 +173,11 @@ def filter_conditions(filters: Filters, dialect: str) -> list[sa.ColumnElement[b
             c.c.id.in_(sa.select(t.c.conversation_id).where(t.c.tag == tag.strip().lower()))
         )
     if filters.project is not None:
+        # A project is a large share of what a view holds: walking in view order finds a
+        # page sooner than fetching the project's conversations and sorting them.
         p = tables.projects
-        conds.append(c.c.project_id == sa.select(p.c.id).where(p.c.key == filters.project)
-                     .scalar_subquery())  # fmt: skip
+        conds.append(unindexed(c.c.project_id) == sa.select(p.c.id)
+                     .where(p.c.key == filters.project).scalar_subquery())  # fmt: skip
     if filters.contact is not None:
         cc = tables.conversation_contacts
         source, external_id = filters.contact

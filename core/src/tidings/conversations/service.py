@@ -833,7 +833,7 @@ class Conversations:
         conv_filters = filters.model_copy(update={"search": None})
         conds = [
             queries.visible(actor),
-            queries.view_condition(actor, view),
+            queries.message_view_condition(actor, view),
             *queries.filter_conditions(conv_filters, self.store.dialect),
         ]
         if filters.search is not None:

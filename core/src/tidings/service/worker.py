@@ -24,6 +24,7 @@ from tidings.runtime import Runtime
 log = logging.getLogger("tidings.worker")
 
 RETRY_MAX = 60.0
+SLA_SWEEP_EVERY = 30.0
 
 
 def polled_accounts(runtime: Runtime) -> list[Account[Any]]:
@@ -65,12 +66,26 @@ async def poll_forever(runtime: Runtime, account: Account[Any], stop: anyio.Even
                 backoff = min(backoff * 2, RETRY_MAX)
 
 
+async def sweep_sla(runtime: Runtime, stop: anyio.Event, every: float = SLA_SWEEP_EVERY) -> None:
+    """Raise SLA signals as their times pass (each once: the sweep is idempotent)."""
+    while not stop.is_set():
+        try:
+            await runtime.routing.check_sla()
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception:
+            log.exception("the SLA sweep failed; trying again in %.0f s", every)
+        with anyio.move_on_after(every):
+            await stop.wait()
+
+
 async def run_worker(
     runtime: Runtime, stop: anyio.Event, *, outbox: bool = True, pollers: bool = True
 ) -> None:
     """Run until ``stop`` is set: the outbox finishes its current batch, pollers stop
     between batches (anything not committed is simply fetched again next time)."""
     async with anyio.create_task_group() as tg:
+        tg.start_soon(sweep_sla, runtime, stop, name="sla")
         if pollers:
             for account in polled_accounts(runtime):
                 tg.start_soon(poll_forever, runtime, account, stop, name=f"poll:{account.id}")

@@ -362,4 +362,4 @@ consents = sa.Table(
     comment="A customer's STOP/START towards one of our accounts.",
 )
 # Tables of other areas are defined on the same metadata in their own modules.
-from tidings.store import tables_contacts, tables_routing  # noqa: E402, F401
+from tidings.store import tables_contacts, tables_indexes, tables_routing  # noqa: E402, F401
