@@ -225,8 +225,7 @@ async def _created(conn: AsyncConnection, created: Mapping[int, str], now: datet
     """Index the names of new conversations and log their creation."""
     if not created:
         return
-    for cid, name in created.items():
-        await search.index_customer_name(conn, cid, name)
+    await search.index_new_customer_names(conn, created)
     await conn.execute(
         sa.insert(tables.events),
         [
@@ -265,7 +264,9 @@ async def _address_threads(
             index_elements=[c.c.account_id, c.c.thread_key]
         )
         inserted = await conn.execute(
-            stmt.returning(c.c.id, c.c.thread_key, sort_by_parameter_order=True),
+            # Rows are matched by key, not order: asking for parameter order makes SQLite
+            # insert one row per statement.
+            stmt.returning(c.c.id, c.c.thread_key),
             [_conversation_values(info, first[k], project_id, names[k], now) for k in missing],
         )
         made = {row.thread_key: int(row.id) for row in inserted.all()}
@@ -362,10 +363,10 @@ async def _insert_messages(
         }
         for msg, cid in zip(fresh, targets, strict=True)
     ]
-    inserted = await conn.execute(
-        sa.insert(m).returning(m.c.id, sort_by_parameter_order=True), rows
-    )
-    return [int(x) for x in inserted.scalars()]
+    # Matched back by provider id (unique per account and direction), not by order.
+    inserted = await conn.execute(sa.insert(m).returning(m.c.id, m.c.provider_id), rows)
+    by_provider = {row.provider_id: int(row.id) for row in inserted}
+    return [by_provider[msg.provider_id] for msg in fresh]
 
 
 async def _insert_related(
@@ -420,6 +421,9 @@ async def _insert_related(
     await search.index_messages(conn, docs)
 
 
+_REOPEN_COLUMNS = ("state", "reopened_at", "queue_entered_at")
+
+
 async def _update_conversations(
     conn: AsyncConnection,
     fresh: Sequence[InboundMessage],
@@ -429,7 +433,7 @@ async def _update_conversations(
     now: datetime,
     result: IngestResult,
 ) -> None:
-    """Counts, times, reopening and metrics: one UPDATE per touched conversation."""
+    """Counts, times, reopening and metrics of the touched conversations, in one executemany."""
     per_conv: dict[int, list[InboundMessage]] = {}
     for msg, cid in zip(fresh, targets, strict=True):
         per_conv.setdefault(cid, []).append(msg)
@@ -443,6 +447,8 @@ async def _update_conversations(
         ):
             histories.setdefault(cid, []).append((direction, at))
     reopened_events = []
+    updates: list[dict[str, Any]] = []
+    renamed: dict[int, str] = {}
     for cid, msgs in per_conv.items():
         row = rows[cid]
         values: dict[str, Any] = {}
@@ -480,8 +486,21 @@ async def _update_conversations(
         )
         name = names.get(msgs[0].sender.key, "")
         if name and not row.customer_name:
-            values["customer_name"] = name[:300]
-            await search.index_customer_name(conn, cid, name)
-        await conn.execute(sa.update(c).where(c.c.id == cid).values(**values))
+            renamed[cid] = name
+        values["customer_name"] = (name if cid in renamed else row.customer_name)[:300]
+        for key in _REOPEN_COLUMNS:
+            values.setdefault(key, getattr(row, key))
+        updates.append({"b_id": cid, **{f"b_{k}": v for k, v in values.items()}})
+    if updates:
+        # One executemany for the batch: every row carries the same columns.
+        columns = [k[2:] for k in updates[0] if k != "b_id"]
+        await conn.execute(
+            sa.update(c)
+            .where(c.c.id == sa.bindparam("b_id"))
+            .values({k: sa.bindparam(f"b_{k}") for k in columns}),
+            updates,
+        )
+    for cid, name in renamed.items():
+        await search.index_customer_name(conn, cid, name)
     if reopened_events:
         await conn.execute(sa.insert(tables.events), reopened_events)

@@ -83,6 +83,7 @@ async def route_new(
     batch = await _Batch.load(conn, project_id, [rows[cid] for cid in todo])
     for cid in todo:
         await _route_one(conn, batch, rows[cid], outcomes.get(cid), cid in entering, now)
+    await batch.write_updates(conn)
 
 
 @dataclass
@@ -96,6 +97,25 @@ class _Batch:
     settings: sa.Row[Any]
     levels: dict[str, PriorityLevel | None] = field(default_factory=dict)
     hours: BusinessHours | None = None
+    updates: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    """conversation_routing changes, written with one executemany per set of columns."""
+
+    async def write_updates(self, conn: AsyncConnection) -> None:
+        cr = rt.conversation_routing
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for cid, values in self.updates:
+            columns = tuple(sorted(values))
+            groups.setdefault(columns, []).append(
+                {"b_cid": cid, **{f"b_{k}": values[k] for k in columns}}
+            )
+        for columns, params in groups.items():
+            await conn.execute(
+                sa.update(cr)
+                .where(cr.c.conversation_id == sa.bindparam("b_cid"))
+                .values({k: sa.bindparam(f"b_{k}") for k in columns}),
+                params,
+            )
+        self.updates.clear()
 
     @classmethod
     async def load(
@@ -174,7 +194,6 @@ async def _route_one(
     entering: bool,
     now: datetime,
 ) -> None:
-    cr = rt.conversation_routing
     state = batch.states[row.id]
     values: dict[str, Any] = {}
     open_pool = row.assignee_id is None and row.state != State.CLOSED.value
@@ -225,7 +244,7 @@ async def _route_one(
     if start is not None and (entering or "priority" in values):
         values.update(await batch.deadlines(conn, priority, start))
     if values:
-        await conn.execute(sa.update(cr).where(cr.c.conversation_id == row.id).values(**values))
+        batch.updates.append((row.id, values))  # written together at the end of the batch
 
     # Who gets it.
     if entering:

@@ -9,7 +9,7 @@ the two would answer differently. Queries are word-prefix matches of every query
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -88,6 +88,22 @@ async def index_customer_name(conn: AsyncConnection, conversation_id: int, name:
             sa.text("INSERT INTO conversation_search (rowid, tokens) VALUES (:cid, :doc)"),
             {"cid": conversation_id, "doc": doc},
         )
+
+
+async def index_new_customer_names(conn: AsyncConnection, names: Mapping[int, str]) -> None:
+    """Index the customer names of conversations created in this transaction (one
+    statement for all; nothing to replace yet)."""
+    if not names:
+        return
+    rows = [{"cid": cid, "doc": document(name)} for cid, name in names.items()]
+    if conn.dialect.name == "postgresql":
+        stmt = (
+            "INSERT INTO conversation_search (conversation_id, vector) "
+            "VALUES (:cid, to_tsvector('simple', :doc))"
+        )
+    else:
+        stmt = "INSERT INTO conversation_search (rowid, tokens) VALUES (:cid, :doc)"
+    await conn.execute(sa.text(stmt), rows)
 
 
 async def unindex_conversations(conn: AsyncConnection, conversation_ids: Iterable[int]) -> None:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from tidings.store import tables
-
-c = tables.conversations
+from tidings.store.tables import conversations as c
 
 conversations_state_sort = sa.Index(
     "ix_conversations_state_sort", c.c.state, c.c.starred, c.c.last_message_at, c.c.id
