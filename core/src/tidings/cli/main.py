@@ -297,3 +297,11 @@ def main() -> None:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise SystemExit(1) from None
     app()
+
+
+# Command groups in their own modules; they import this one, so they come last.
+from tidings.cli import conversations as _conversations  # noqa: E402
+from tidings.cli import users as _users  # noqa: E402
+
+app.add_typer(_users.app, name="users")
+_conversations.register(app)

@@ -1,20 +1,24 @@
-"""The ASGI application ``tidings serve`` runs: webhooks, health, metrics, the worker."""
+"""The ASGI application ``tidings serve`` runs: webhooks, health, metrics, the agent API
+(``/api``, described at ``/openapi.json`` and ``/docs``), live updates, the worker."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 
 import anyio
 import sqlalchemy as sa
+from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
+from tidings.auth.logs import install_redaction
 from tidings.metrics import METRICS
 from tidings.runtime import Runtime
+from tidings.service import api
 from tidings.service.webhooks import webhook_endpoint
 from tidings.service.worker import run_worker
 from tidings.store import current_revision, head_revision, tables
@@ -62,8 +66,11 @@ def create_app(runtime: Runtime, *, worker: bool = False) -> Starlette:
             finally:
                 done.set()
 
+        install_redaction()
         try:
             async with anyio.create_task_group() as tg:
+                # Other servers' changes, for this server's live streams (PostgreSQL).
+                await tg.start(services.events.listen, stop)
                 if worker:
                     tg.start_soon(work)
                 else:
@@ -78,14 +85,17 @@ def create_app(runtime: Runtime, *, worker: bool = False) -> Starlette:
         finally:
             await runtime.close()
 
-    endpoint = webhook_endpoint(runtime)
-    return Starlette(
-        routes=[
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/metrics", metrics),
-            Route("/webhooks/{account_id}", endpoint, methods=["GET", "POST"]),
-            Route("/webhooks/{account_id}/{endpoint:path}", endpoint, methods=["GET", "POST"]),
-        ],
+    app = FastAPI(
+        title="tidings",
+        version=version("tidings"),
+        summary="The agent API: conversations, routing, contacts, templates, live updates.",
         lifespan=lifespan,
     )
+    services = api.install(app, runtime)
+    endpoint = webhook_endpoint(runtime)
+    app.add_route("/healthz", healthz, include_in_schema=False)
+    app.add_route("/readyz", readyz, include_in_schema=False)
+    app.add_route("/metrics", metrics, include_in_schema=False)
+    for path in ("/webhooks/{account_id}", "/webhooks/{account_id}/{endpoint:path}"):
+        app.add_route(path, endpoint, methods=["GET", "POST"], include_in_schema=False)
+    return app

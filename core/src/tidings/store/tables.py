@@ -363,3 +363,5 @@ consents = sa.Table(
 )
 # Tables of other areas are defined on the same metadata in their own modules.
 from tidings.store import tables_contacts, tables_indexes, tables_routing  # noqa: E402, F401
+
+from tidings.store import tables_auth  # noqa: E402, F401  # isort: skip
