@@ -15,6 +15,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+from tidings import events
 from tidings.channel import Account
 from tidings.conversations import IngestResult
 from tidings.models import Endpoint, PolledBatch, WebhookReply, WebhookRequest
@@ -66,6 +67,9 @@ async def take_in(
                 account.id, POLL_CURSOR_KEY, dict(request.cursor), conn=conn
             )
     await notify_status_changes(runtime.plugins, runtime.accounts, intake.statuses)
+    await events.publish(
+        runtime.store, [*events.ingested(intake.messages), *events.delivery(intake.statuses)]
+    )
     return intake
 
 

@@ -57,48 +57,6 @@ def _refs(msg: InboundMessage) -> list[str]:
     return [r[:998] for r in dict.fromkeys(r.strip() for r in ordered) if r]
 
 
-async def _find_email_thread(
-    conn: AsyncConnection,
-    info: AccountInfo,
-    msg: InboundMessage,
-    customer_key: str,
-    now: datetime,
-    subject_window: timedelta,
-) -> int | None:
-    refs = _refs(msg)
-    if refs:
-        tr = tables.thread_refs
-        rows = (
-            await conn.execute(
-                sa.select(tr.c.ref, tr.c.conversation_id).where(
-                    tr.c.account_id == info.account.id, tr.c.ref.in_(refs)
-                )
-            )
-        ).all()
-        if rows:
-            rank = {ref: i for i, ref in enumerate(refs)}
-            best = min(rows, key=lambda row: (rank[row.ref], row.conversation_id))
-            return int(best.conversation_id)
-    base = base_subject(msg.subject)
-    if not base:
-        return None
-    # Subject fallback: same customer only, and only a recent thread.
-    found = (
-        await conn.execute(
-            sa.select(c.c.id)
-            .where(
-                c.c.account_id == info.account.id,
-                c.c.customer_key == customer_key,
-                c.c.base_subject == base[:998],
-                c.c.last_message_at >= min(now, msg.sent_at) - subject_window,
-            )
-            .order_by(c.c.last_message_at.desc())
-            .limit(1)
-        )
-    ).scalar_one_or_none()
-    return None if found is None else int(found)
-
-
 async def _store_attachments(
     conn: AsyncConnection, message_id: int, attachments: Sequence[Attachment]
 ) -> None:
@@ -296,20 +254,53 @@ async def _email_threads(
     subject_window: timedelta,
     result: IngestResult,
 ) -> list[int]:
-    """Thread each message by its headers, then subject; earlier messages of the same
-    batch count as if already stored."""
+    """Thread each message by its headers, then by subject (same customer, recent thread
+    only); earlier messages of the same batch count as if already stored.
+
+    What the store knows is read once for the whole batch — every referenced Message-ID,
+    every candidate subject thread — so a mailbox sync costs a few queries per batch.
+    """
+    account_id = info.account.id
+    refs_of = [_refs(msg) for msg in fresh]
+    bases = [base_subject(msg.subject)[:998] for msg in fresh]
+    tr = tables.thread_refs
+    stored_refs: dict[str, list[int]] = {}
+    wanted = sorted({r for refs in refs_of for r in refs})
+    for start in range(0, len(wanted), 500):
+        for ref, cid in await conn.execute(
+            sa.select(tr.c.ref, tr.c.conversation_id).where(
+                tr.c.account_id == account_id, tr.c.ref.in_(wanted[start : start + 500])
+            )
+        ):
+            stored_refs.setdefault(ref, []).append(int(cid))
+    subject_threads: dict[tuple[str, str], list[tuple[datetime, int]]] = {}
+    keyed = {(msg.sender.key, base) for msg, base in zip(fresh, bases, strict=True) if base}
+    if keyed:
+        oldest = min(min(now, msg.sent_at) for msg in fresh) - subject_window
+        for key, base, cid, last in await conn.execute(
+            sa.select(c.c.customer_key, c.c.base_subject, c.c.id, c.c.last_message_at).where(
+                c.c.account_id == account_id,
+                c.c.customer_key.in_(sorted({k for k, _ in keyed})),
+                c.c.base_subject.in_(sorted({b for _, b in keyed})),
+                c.c.last_message_at >= oldest,
+            )
+        ):
+            subject_threads.setdefault((key, base), []).append((last, int(cid)))
+
     batch_refs: dict[str, int] = {}
     batch_subjects: dict[tuple[str, str], int] = {}
+    created: dict[int, str] = {}
     targets: list[int] = []
     project_id: int | None = None
-    for msg in fresh:
-        refs = _refs(msg)
-        base = base_subject(msg.subject)[:998]
+    for msg, refs, base in zip(fresh, refs_of, bases, strict=True):
         cid = next((batch_refs[r] for r in refs if r in batch_refs), None)
         if cid is None:
-            cid = await _find_email_thread(conn, info, msg, msg.sender.key, now, subject_window)
+            # The most specific reference wins: In-Reply-To, then References newest first.
+            cid = next((min(stored_refs[r]) for r in refs if r in stored_refs), None)
         if cid is None and base:
-            cid = batch_subjects.get((msg.sender.key, base))
+            since = min(now, msg.sent_at) - subject_window
+            recent = [t for t in subject_threads.get((msg.sender.key, base), ()) if t[0] >= since]
+            cid = max(recent)[1] if recent else batch_subjects.get((msg.sender.key, base))
         if cid is None:
             if project_id is None:
                 project_id = await ensure_project(conn, info.account.project, lambda: now)
@@ -317,12 +308,13 @@ async def _email_threads(
             cid = int((await conn.execute(sa.insert(c).values(**values).returning(c.c.id)))
                       .scalar_one())  # fmt: skip
             result.created.add(cid)
-            await _created(conn, {cid: names[msg.sender.key]}, now)
+            created[cid] = names[msg.sender.key]
         for r in refs:
             batch_refs.setdefault(r, cid)
         if base:
             batch_subjects[(msg.sender.key, base)] = cid
         targets.append(cid)
+    await _created(conn, created, now)
     return targets
 
 

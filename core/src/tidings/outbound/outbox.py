@@ -6,23 +6,36 @@ called. A worker that dies mid-attempt leaves the claim behind; ``recover`` then
 it only when the channel's provider deduplicates sends, and otherwise marks the message
 "unknown — check" so nobody resends blindly. On PostgreSQL several workers share the
 outbox: claims use ``FOR UPDATE SKIP LOCKED``, so each message goes to exactly one worker.
+
+The worker is a pipeline, so that the database never sits between two provider calls:
+a feeder claims due messages (one statement) and loads them with their attachments and
+their customers' opt-outs (one read transaction per claim), ``concurrency`` senders call
+the channel, and a recorder writes finished attempts in group commits — whatever has
+finished while the previous commit ran goes into the next one, so a busy worker writes
+a few transactions per hundred messages and an idle one still records each send at once.
+A crash between a send and its commit leaves only claims behind, which ``recover``
+handles as above.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import sqlalchemy as sa
 import stamina
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tidings import events
 from tidings.channel import Account
 from tidings.clock import Clock, system_clock
 from tidings.errors import PermanentSendError, TransientSendError
@@ -37,6 +50,7 @@ from tidings.models import (
     StatusUpdate,
     TemplateRef,
     ThreadHeaders,
+    advances,
 )
 from tidings.outbound.consent import opted_out
 from tidings.outbound.statuses import StatusChange, apply_parked, apply_status_updates
@@ -44,12 +58,18 @@ from tidings.plugins import Plugins
 from tidings.store import Store, tables
 
 log = logging.getLogger("tidings.outbox")
-o, m = tables.outbox, tables.messages
+o, m, p = tables.outbox, tables.messages, tables.pending_statuses
 
 UNKNOWN_OUTCOME = (
     "outcome unknown — the worker stopped during the attempt; check with the provider "
     "before sending again"
 )
+
+RECORD_BATCH = 500
+"""Most finished attempts one recording transaction takes."""
+
+FEED_BACKOFF_MAX = 30.0
+"""Longest pause of the worker loop after the database failed it."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +120,29 @@ class Outcome:
     requeued: int = 0
     unknown: int = 0
     changes: list[StatusChange] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A claimed message, loaded, on its way to a sender."""
+
+    claim: Claim
+    message: OutboundMessage
+    stopped: tuple[str, ...]
+    """Recipients who had opted out when the message was loaded."""
+
+
+@dataclass(frozen=True)
+class _Done:
+    """A finished attempt waiting for the recorder."""
+
+    claim: Claim
+    kind: Literal["sent", "failed", "unknown", "requeue"]
+    attempts: int | None = None
+    result: SendResult | None = None
+    reason: str = ""
+    code: str | None = None
+    error: TransientSendError | None = None
 
 
 def _backoff(policy: RetryPolicy) -> Any:
@@ -163,25 +206,21 @@ class Outbox:
             claims = [Claim(r.message_id, r.account_id, r.claims, r.attempts) for r in rows]
         return sorted(claims, key=lambda c: c.message_id)
 
-    # --- sending -------------------------------------------------------------------------
+    # --- the pipeline --------------------------------------------------------------------
 
     async def run_once(self, *, limit: int = 100, concurrency: int = 50) -> Outcome:
         """Claim what is due now and send it, ``concurrency`` at a time."""
-        claims = await self.claim(limit)
         outcome = Outcome()
+        claims = await self.claim(limit)
         if not claims:
             return outcome
-        messages = await self._load(claims)
-        limiter = anyio.CapacityLimiter(concurrency)
+        jobs = await self._load(claims)
 
-        async def one(claim: Claim) -> None:
-            async with limiter:
-                await self._send(claim, messages[claim.message_id], outcome)
+        async def feed(send: MemoryObjectSendStream[_Job]) -> None:
+            for job in jobs:
+                await send.send(job)
 
-        async with anyio.create_task_group() as tg:
-            for claim in claims:
-                tg.start_soon(one, claim)
-        await self._notify(outcome.changes)
+        await self._pipeline(feed, max(1, min(concurrency, len(jobs))), outcome)
         return outcome
 
     async def run(
@@ -192,18 +231,61 @@ class Outbox:
         idle: float = 0.5,
         recover_every: float = 60.0,
     ) -> None:
-        """Send until ``stop`` is set; stops between batches, never mid-message."""
-        last_recovery = 0.0
-        while not stop.is_set():
-            if time.monotonic() - last_recovery > recover_every:
-                await self.recover()
-                last_recovery = time.monotonic()
-            outcome = await self.run_once(limit=concurrency * 2, concurrency=concurrency)
-            if outcome.sent + outcome.failed + outcome.requeued + outcome.unknown == 0:
-                with anyio.move_on_after(idle):
-                    await stop.wait()
+        """Send until ``stop`` is set; then finishes what it claimed, never mid-message.
 
-    async def _load(self, claims: Sequence[Claim]) -> dict[int, OutboundMessage]:
+        Claims ``2 * concurrency`` messages at a time while the senders are busy with the
+        previous ones, so the senders never wait for the database; when nothing is due it
+        looks again after ``idle`` seconds.
+        """
+
+        async def feed(send: MemoryObjectSendStream[_Job]) -> None:
+            last_recovery = 0.0
+            backoff = idle
+            while not stop.is_set():
+                try:
+                    if time.monotonic() - last_recovery > recover_every:
+                        await self.recover()
+                        last_recovery = time.monotonic()
+                    claims = await self.claim(2 * concurrency)
+                    jobs = await self._load(claims) if claims else []
+                except Exception:
+                    # The database failed us: nothing was sent for these claims, which
+                    # stay for ``recover``; try again later rather than die.
+                    log.exception("claiming from the outbox failed; retrying in %.1f s", backoff)
+                    with anyio.move_on_after(backoff):
+                        await stop.wait()
+                    backoff = min(backoff * 2, FEED_BACKOFF_MAX)
+                    continue
+                backoff = idle
+                for job in jobs:
+                    await send.send(job)
+                if not claims:
+                    with anyio.move_on_after(idle):
+                        await stop.wait()
+
+        await self._pipeline(feed, concurrency, Outcome())
+
+    async def _pipeline(
+        self,
+        feed: Callable[[MemoryObjectSendStream[_Job]], Awaitable[None]],
+        concurrency: int,
+        outcome: Outcome,
+    ) -> None:
+        """Feeder → ``concurrency`` senders → recorder; returns when all of it is recorded."""
+        jobs_in, jobs_out = anyio.create_memory_object_stream[_Job](concurrency)
+        done_in, done_out = anyio.create_memory_object_stream[_Done](RECORD_BATCH)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._recorder, done_out, outcome)
+            async with done_in, anyio.create_task_group() as senders:
+                for _ in range(concurrency):
+                    senders.start_soon(self._sender, jobs_out.clone(), done_in.clone())
+                jobs_out.close()
+                async with jobs_in:
+                    await feed(jobs_in)
+
+    async def _load(self, claims: Sequence[Claim]) -> list[_Job]:
+        """The claimed messages with their attachments and their recipients' opt-outs,
+        in one read transaction."""
         ids = [c.message_id for c in claims]
         a, b = tables.attachments, tables.blobs
         async with self.store.read() as conn:
@@ -224,142 +306,287 @@ class Outbox:
                         inline=f.inline, content_id=f.content_id,
                     )
                 )  # fmt: skip
-        return {row.id: _outbound(row, files.get(row.id, ())) for row in rows}
+            messages = {row.id: _outbound(row, files.get(row.id, ())) for row in rows}
+            recipients: dict[str, set[str]] = {}
+            for claim in claims:
+                if claim.message_id in messages:
+                    keys = recipients.setdefault(claim.account_id, set())
+                    keys.update(x.key for x in messages[claim.message_id].to)
+            stopped = {
+                account_id: set(await opted_out(conn, account_id, sorted(keys)))
+                for account_id, keys in recipients.items()
+            }
+        jobs = []
+        for claim in claims:
+            message = messages.get(claim.message_id)
+            if message is None:  # deleted with its conversation; the outbox entry went too
+                continue
+            gone = stopped.get(claim.account_id, set())
+            jobs.append(_Job(claim, message, tuple(x.key for x in message.to if x.key in gone)))
+        return jobs
 
-    async def _send(self, claim: Claim, message: OutboundMessage, outcome: Outcome) -> None:
+    async def _sender(
+        self, jobs: MemoryObjectReceiveStream[_Job], done: MemoryObjectSendStream[_Done]
+    ) -> None:
+        async with jobs, done:
+            async for job in jobs:
+                await done.send(await self._attempt(job))
+
+    async def _attempt(self, job: _Job) -> _Done:
+        """One claim's attempts at the provider (never raises: the outcome is data)."""
+        claim = job.claim
         account = self.accounts.get(claim.account_id)
         if account is None:
-            await self._finish_failed(claim, "the channel account is no longer configured",
-                                      "no_account", outcome)  # fmt: skip
-            return
-        async with self.store.read() as conn:
-            stopped = await opted_out(conn, account.id, [a.key for a in message.to])
-        if stopped:
-            await self._finish_failed(
-                claim, f"the customer opted out (STOP): {', '.join(stopped)}", "opted_out", outcome
-            )
-            return
+            return _Done(claim, "failed", reason="the channel account is no longer configured",
+                         code="no_account")  # fmt: skip
+        if job.stopped:
+            stopped = ", ".join(job.stopped)
+            reason = f"the customer opted out (STOP): {stopped}"
+            return _Done(claim, "failed", reason=reason, code="opted_out")
         handle = self.plugins.channel(account.channel)
         pacer = self._pacers.get(account.id)
         attempts = claim.attempts
+        replay: TransientSendError | None = None
         try:
-            async for attempt in stamina.retry_context(
-                on=_backoff(self.policy),
-                attempts=self.policy.attempts,
-                timeout=self.policy.timeout,
-                wait_initial=self.policy.wait_initial,
-                wait_max=self.policy.wait_max,
-            ):
-                with attempt:
-                    if pacer is not None:
-                        await pacer.wait()
-                    attempts += 1
-                    result = await handle.send(account, message)
+            # Most sends succeed at once: the first attempt skips stamina's machinery (tens
+            # of microseconds a message); a transient failure is replayed into it below, so
+            # backoff, Retry-After and the limits apply exactly as if it had run there.
+            if pacer is not None:
+                await pacer.wait()
+            attempts += 1
+            try:
+                result = await handle.send(account, job.message)
+            except TransientSendError as exc:
+                replay = exc
+            if replay is not None:
+                async for attempt in stamina.retry_context(
+                    on=_backoff(self.policy),
+                    attempts=self.policy.attempts,
+                    timeout=self.policy.timeout,
+                    wait_initial=self.policy.wait_initial,
+                    wait_max=self.policy.wait_max,
+                ):
+                    with attempt:
+                        if replay is not None:
+                            first, replay = replay, None
+                            raise first
+                        if pacer is not None:
+                            await pacer.wait()
+                        attempts += 1
+                        result = await handle.send(account, job.message)
         except PermanentSendError as exc:
-            await self._finish_failed(claim, exc.reason, exc.code, outcome, attempts)
+            return _Done(claim, "failed", attempts, reason=exc.reason, code=exc.code)
         except TransientSendError as exc:
-            await self._requeue_or_fail(claim, exc, attempts, outcome)
+            if claim.claims >= self.policy.max_claims:
+                return _Done(claim, "failed", attempts, code=exc.code,
+                             reason=f"gave up after {attempts} attempts: {exc.reason}")  # fmt: skip
+            return _Done(claim, "requeue", attempts, error=exc)
         except Exception as exc:  # a broken channel: we cannot know whether it sent
             log.exception(
                 "channel %s crashed sending message %s", account.channel, claim.message_id
             )
-            await self._finish_unknown(claim, f"the channel failed: {exc!r}", outcome)
-        else:
-            await self._finish_sent(claim, result, attempts, outcome)
+            return _Done(claim, "unknown", reason=f"the channel failed: {exc!r}")
+        return _Done(claim, "sent", attempts, result=result)
 
-    # --- recording outcomes (each in its own transaction) ---------------------------------
+    # --- recording outcomes (group commits) ----------------------------------------------
 
-    async def _owned(self, conn: AsyncConnection, claim: Claim) -> bool:
-        """Still our claim? (recovery may have taken it from a worker presumed dead)."""
-        row = await conn.execute(
-            sa.select(o.c.claimed_by).where(
-                o.c.message_id == claim.message_id, o.c.state == "sending"
-            )
-        )
-        return row.scalar_one_or_none() == self.worker_id
+    async def _recorder(self, done: MemoryObjectReceiveStream[_Done], outcome: Outcome) -> None:
+        """Record finished attempts: each commit takes everything that finished meanwhile."""
+        async with done:
+            closed = False
+            while not closed:
+                try:
+                    batch = [await done.receive()]
+                except anyio.EndOfStream:
+                    return
+                while len(batch) < RECORD_BATCH:
+                    try:
+                        batch.append(done.receive_nowait())
+                    except anyio.WouldBlock:
+                        break
+                    except anyio.EndOfStream:
+                        closed = True
+                        break
+                changes = await self._record_safely(batch, outcome)
+                await self._notify(changes)
 
-    async def _finish_sent(
-        self, claim: Claim, result: SendResult, attempts: int, outcome: Outcome
-    ) -> None:
+    async def _record_safely(self, batch: Sequence[_Done], outcome: Outcome) -> list[StatusChange]:
+        """Record a batch; if its transaction fails, each attempt alone, so one bad row
+        (say, a provider id seen twice) costs only its own record. An attempt that cannot
+        be recorded keeps its claim, which ``recover`` deals with like a crash."""
+        try:
+            return await self._record(batch, outcome)
+        except Exception:
+            if len(batch) == 1:
+                log.exception("recording the outcome of message %s failed; its claim stays",
+                              batch[0].claim.message_id)  # fmt: skip
+                return []
+        changes: list[StatusChange] = []
+        for item in batch:
+            changes += await self._record_safely([item], outcome)
+        return changes
+
+    async def _record(self, batch: Sequence[_Done], outcome: Outcome) -> list[StatusChange]:
         now = self.clock()
+        sent = [d for d in batch if d.kind == "sent"]
+        failed = [d for d in batch if d.kind == "failed"]
+        unknown = [d for d in batch if d.kind == "unknown"]
+        requeue = [d for d in batch if d.kind == "requeue"]
+        finished = [d.claim.message_id for d in batch if d.kind != "requeue"]
+        changes: list[StatusChange] = []
         async with self.store.write() as conn:
-            owned = await self._owned(conn, claim)
-            await conn.execute(
-                sa.update(m)
-                .where(m.c.id == claim.message_id)
-                .values(provider_id=result.provider_id)
-            )
+            rows = await self._rows(conn, finished)
+            if sent:
+                changes += await self._record_sent(conn, sent, rows, now)
+            if failed:
+                changes += await self._record_failed(conn, failed, rows, now)
+            if unknown:
+                await conn.execute(
+                    sa.update(m).where(m.c.id == sa.bindparam("b_id"))
+                    .values(status=DeliveryStatus.UNKNOWN.value, error_code="unknown",
+                            error_message=sa.bindparam("b_reason"), status_at=now),
+                    [{"b_id": d.claim.message_id, "b_reason": d.reason} for d in unknown],
+                )  # fmt: skip
+            if requeue:
+                await conn.execute(
+                    sa.update(o).where(o.c.message_id == sa.bindparam("b_id"))
+                    .values(state="pending", not_before=sa.bindparam("b_when"),
+                            attempts=sa.bindparam("b_attempts"), claimed_by=None,
+                            claimed_at=None, last_error=sa.bindparam("b_error")),
+                    [{"b_id": d.claim.message_id, "b_when": now + self._requeue_delay(d),
+                      "b_attempts": d.attempts, "b_error": str(d.error)} for d in requeue],
+                )  # fmt: skip
+            if finished:
+                await conn.execute(sa.delete(o).where(o.c.message_id.in_(finished)))
+            log_rows = [
+                {"conversation_id": rows[d.claim.message_id].conversation_id, "at": now,
+                 "actor_id": None, "kind": kind,
+                 "data": {"message": d.claim.message_id, **data}}
+                for d in batch
+                if d.kind != "requeue" and d.claim.message_id in rows
+                for kind, data in [_event(d)]
+            ]  # fmt: skip
+            if log_rows:
+                await conn.execute(sa.insert(tables.events), log_rows)
+        for d in sent:
+            row = rows.get(d.claim.message_id)
+            if row is not None and row.claimed_by != self.worker_id:
+                log.warning("message %s was sent after its claim was recovered",
+                            d.claim.message_id)  # fmt: skip
+        for name, count in Counter(self._channel_name(d.claim) for d in sent).items():
+            METRICS.messages_out.labels(name).inc(count)
+        for name, count in Counter(self._channel_name(d.claim) for d in failed).items():
+            METRICS.send_failures.labels(name).inc(count)
+        outcome.sent += len(sent)
+        outcome.failed += len(failed)
+        outcome.unknown += len(unknown)
+        outcome.requeued += len(requeue)
+        outcome.changes.extend(changes)
+        return changes
+
+    async def _rows(self, conn: AsyncConnection, ids: Sequence[int]) -> dict[int, Any]:
+        """Each finished message's conversation, status and current claimant, read in the
+        recording transaction (a message deleted meanwhile is simply absent)."""
+        if not ids:
+            return {}
+        claimed = sa.and_(o.c.message_id == m.c.id, o.c.state == "sending")
+        rows = await conn.execute(
+            sa.select(m.c.id, m.c.conversation_id, m.c.status, o.c.claimed_by)
+            .select_from(m.outerjoin(o, claimed))
+            .where(m.c.id.in_(ids))
+        )
+        return {int(row.id): row for row in rows.all()}
+
+    async def _record_sent(
+        self,
+        conn: AsyncConnection,
+        sent: Sequence[_Done],
+        rows: Mapping[int, Any],
+        now: datetime,
+    ) -> list[StatusChange]:
+        """The provider's ids, and the first status each send returned where it moves the
+        message forward (it usually repeats the ``queued`` of composing)."""
+        changes: list[StatusChange] = []
+        moved, kept = [], []
+        for d in sent:
+            row = rows.get(d.claim.message_id)
+            if row is None or d.result is None:
+                continue
+            result = d.result
+            current = DeliveryStatus(row.status) if row.status else None
+            values = {"b_id": d.claim.message_id, "b_provider_id": result.provider_id}
+            if not advances(current, result.status):
+                kept.append(values)
+                continue
             first = StatusUpdate(
                 provider_id=result.provider_id, status=result.status, raw_status=result.raw_status
             )
-            changes = await apply_status_updates(conn, claim.account_id, [first], now)
-            changes += await apply_parked(conn, claim.account_id, result.provider_id, now)
-            await conn.execute(sa.delete(o).where(o.c.message_id == claim.message_id))
-            done = {"provider_id": result.provider_id, "attempts": attempts}
-            await self._event(conn, claim.message_id, "delivered_to_provider", done, now)
-        if not owned:
-            log.warning("message %s was sent after its claim was recovered", claim.message_id)
-        METRICS.messages_out.labels(self._channel_name(claim)).inc()
-        outcome.sent += 1
-        outcome.changes.extend(changes)
-
-    async def _finish_failed(
-        self,
-        claim: Claim,
-        reason: str,
-        code: str | None,
-        outcome: Outcome,
-        attempts: int | None = None,
-    ) -> None:
-        now = self.clock()
-        update = StatusUpdate(
-            provider_id=f"outbox:{claim.message_id}",
-            status=DeliveryStatus.FAILED,
-            error_code=code,
-            error_message=reason,
+            moved.append({**values, "b_status": result.status.value, "b_raw": result.raw_status})
+            changes.append(StatusChange(d.claim.message_id, row.conversation_id,
+                                        d.claim.account_id, first))  # fmt: skip
+        by_id = m.c.id == sa.bindparam("b_id")
+        if kept:
+            await conn.execute(
+                sa.update(m).where(by_id).values(provider_id=sa.bindparam("b_provider_id")), kept
+            )
+        if moved:
+            await conn.execute(
+                sa.update(m).where(by_id)
+                .values(provider_id=sa.bindparam("b_provider_id"),
+                        status=sa.bindparam("b_status"), status_raw=sa.bindparam("b_raw"),
+                        error_code=None, error_message=None, status_at=now),
+                moved,
+            )  # fmt: skip
+        # Reports that beat the send's answer were parked under the provider's id.
+        ids = {(d.claim.account_id, d.result.provider_id) for d in sent if d.result is not None}
+        early = await conn.execute(
+            sa.select(p.c.account_id, p.c.provider_id)
+            .distinct()
+            .where(p.c.provider_id.in_(sorted({pid for _, pid in ids})))
         )
-        async with self.store.write() as conn:
-            await conn.execute(
-                sa.update(m).where(m.c.id == claim.message_id)
-                .values(status=DeliveryStatus.FAILED.value, error_code=code,
-                        error_message=reason, status_at=now)
-            )  # fmt: skip
-            await conn.execute(sa.delete(o).where(o.c.message_id == claim.message_id))
-            failure = {"reason": reason, "code": code, "attempts": attempts}
-            cid = await self._event(conn, claim.message_id, "send_failed", failure, now)
-        METRICS.send_failures.labels(self._channel_name(claim)).inc()
-        outcome.failed += 1
-        outcome.changes.append(StatusChange(claim.message_id, cid, claim.account_id, update))
+        for account_id, provider_id in early.all():
+            if (account_id, provider_id) in ids:
+                changes += await apply_parked(conn, account_id, provider_id, now)
+        return changes
 
-    async def _finish_unknown(self, claim: Claim, reason: str, outcome: Outcome) -> None:
-        now = self.clock()
-        async with self.store.write() as conn:
-            await conn.execute(
-                sa.update(m).where(m.c.id == claim.message_id)
-                .values(status=DeliveryStatus.UNKNOWN.value, error_code="unknown",
-                        error_message=reason, status_at=now)
-            )  # fmt: skip
-            await conn.execute(sa.delete(o).where(o.c.message_id == claim.message_id))
-            await self._event(conn, claim.message_id, "send_unknown", {"reason": reason}, now)
-        outcome.unknown += 1
+    async def _record_failed(
+        self,
+        conn: AsyncConnection,
+        failed: Sequence[_Done],
+        rows: Mapping[int, Any],
+        now: datetime,
+    ) -> list[StatusChange]:
+        await conn.execute(
+            sa.update(m).where(m.c.id == sa.bindparam("b_id"))
+            .values(status=DeliveryStatus.FAILED.value, error_code=sa.bindparam("b_code"),
+                    error_message=sa.bindparam("b_reason"), status_at=now),
+            [{"b_id": d.claim.message_id, "b_code": d.code, "b_reason": d.reason}
+             for d in failed],
+        )  # fmt: skip
+        return [
+            StatusChange(
+                d.claim.message_id,
+                rows[d.claim.message_id].conversation_id,
+                d.claim.account_id,
+                StatusUpdate(
+                    provider_id=f"outbox:{d.claim.message_id}",
+                    status=DeliveryStatus.FAILED,
+                    error_code=d.code,
+                    error_message=d.reason,
+                ),
+            )
+            for d in failed
+            if d.claim.message_id in rows
+        ]
 
-    async def _requeue_or_fail(
-        self, claim: Claim, exc: TransientSendError, attempts: int, outcome: Outcome
-    ) -> None:
-        if claim.claims >= self.policy.max_claims:
-            reason = f"gave up after {attempts} attempts: {exc.reason}"
-            await self._finish_failed(claim, reason, exc.code, outcome, attempts)
-            return
-        now = self.clock()
-        backoff = self.policy.requeue_after * (2 ** (claim.claims - 1))
-        delay = max(timedelta(seconds=exc.retry_after or 0), min(backoff, timedelta(hours=1)))
-        async with self.store.write() as conn:
-            await conn.execute(
-                sa.update(o).where(o.c.message_id == claim.message_id)
-                .values(state="pending", not_before=now + delay, attempts=attempts,
-                        claimed_by=None, claimed_at=None, last_error=str(exc))
-            )  # fmt: skip
-        outcome.requeued += 1
+    def _requeue_delay(self, done: _Done) -> timedelta:
+        backoff = self.policy.requeue_after * float(2 ** (done.claim.claims - 1))
+        retry_after = done.error.retry_after if done.error is not None else None
+        return max(timedelta(seconds=retry_after or 0), min(backoff, timedelta(hours=1)))
+
+    def _channel_name(self, claim: Claim) -> str:
+        account = self.accounts.get(claim.account_id)
+        return account.channel if account else "unknown"
 
     async def _event(
         self, conn: AsyncConnection, message_id: int, kind: str, data: dict[str, Any],
@@ -375,10 +602,6 @@ class Outbox:
             )
         )  # fmt: skip
         return int(cid)
-
-    def _channel_name(self, claim: Claim) -> str:
-        account = self.accounts.get(claim.account_id)
-        return account.channel if account else "unknown"
 
     # --- crash recovery ------------------------------------------------------------------
 
@@ -433,6 +656,7 @@ class Outbox:
 
     async def _notify(self, changes: Sequence[StatusChange]) -> None:
         await notify_status_changes(self.plugins, self.accounts, changes)
+        await events.publish(self.store, events.delivery(changes))
 
 
 async def notify_status_changes(
@@ -455,17 +679,24 @@ async def notify_status_changes(
             log.exception("a delivery_status_changed listener failed")
 
 
+@functools.lru_cache(maxsize=4096)
+def _address(key: str) -> Address:
+    """Addresses are immutable and parsing a phone number costs tens of microseconds: an
+    account's own address and its regular customers come up again and again."""
+    return Address.from_key(key)
+
+
 def _outbound(row: Any, attachments: Sequence[Attachment]) -> OutboundMessage:
     meta = row.meta or {}
     recipients = row.recipients or {}
 
     def addresses(key: str) -> tuple[Address, ...]:
-        return tuple(Address.from_key(k) for k in recipients.get(key, ()))
+        return tuple(_address(k) for k in recipients.get(key, ()))
 
     template = meta.get("template")
     return OutboundMessage(
         id=str(row.id),
-        sender=Address.from_key(row.sender_key) if row.sender_key else None,
+        sender=_address(row.sender_key) if row.sender_key else None,
         to=addresses("to"),
         cc=addresses("cc"),
         bcc=addresses("bcc"),
@@ -483,3 +714,14 @@ def _outbound(row: Any, attachments: Sequence[Attachment]) -> OutboundMessage:
         message_tag=meta.get("message_tag"),
         header_line=meta.get("header_line"),
     )
+
+
+def _event(done: _Done) -> tuple[str, dict[str, Any]]:
+    """The conversation-log entry for a finished attempt."""
+    if done.kind == "sent" and done.result is not None:
+        return "delivered_to_provider", {"provider_id": done.result.provider_id,
+                                         "attempts": done.attempts}  # fmt: skip
+    if done.kind == "failed":
+        return "send_failed", {"reason": done.reason, "code": done.code,
+                               "attempts": done.attempts}  # fmt: skip
+    return "send_unknown", {"reason": done.reason}

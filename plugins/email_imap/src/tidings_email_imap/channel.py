@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, aclosing
+from dataclasses import dataclass, field
 from typing import Any
 
 from tidings import (
     Account,
+    Address,
     AttachmentLimits,
     Capabilities,
     Channel,
@@ -25,12 +27,11 @@ from tidings import (
     WebhookRequest,
     hookimpl,
 )
-from tidings_email_imap.imap import ImapError, Mailbox, open_mailbox
+from tidings_email_imap.imap import ImapError, Mailbox, Selected, open_mailbox
 from tidings_email_imap.outgoing import build_message, envelope_recipients, smtp_send
 from tidings_email_imap.parse import (
-    is_dsn,
+    is_dsn_source,
     parse_dsn,
-    parse_headers,
     parse_message,
     unreadable_message,
 )
@@ -59,6 +60,20 @@ def _batch(request: WebhookRequest | PolledBatch) -> PolledBatch:
     return request
 
 
+@dataclass
+class _PollSession:
+    """The connection a running ``poll`` holds, lent to ``acknowledge`` while it is idle.
+
+    A fresh connection per acknowledged batch (connect, log in, select, log out) cost more
+    than the flagging itself; between batches the poll's connection does nothing.
+    """
+
+    mailbox: Mailbox
+    folder: str
+    selected: Selected
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
 class EmailImapChannel(Channel):
     """One IMAP folder read in UID order; replies and new mail sent over SMTP."""
 
@@ -74,6 +89,16 @@ class EmailImapChannel(Channel):
         attachments=ATTACHMENT_LIMITS,
         delivery_status=True,
     )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sessions: dict[str, _PollSession] = {}
+
+    def own_address(self, account: Account[EmailSettings]) -> Address:
+        """The mailbox address: the system side of conversations and the domain of the
+        Message-IDs the core gives replies (without it they end in ``tidings.invalid``)."""
+        settings = account.settings
+        return Address.email(settings.address, name=settings.display_name)
 
     @hookimpl
     async def poll(
@@ -97,42 +122,80 @@ class EmailImapChannel(Channel):
                 )  # fmt: skip
                 last_uid = 0
             use_idle = settings.idle and "IDLE" in mailbox.capabilities
-            while True:
-                uids = await mailbox.search_uids(last_uid, unseen=settings.only_unread)
-                for start in range(0, len(uids), settings.fetch_chunk):
-                    chunk = uids[start : start + settings.fetch_chunk]
+            session = _PollSession(mailbox, settings.folder, selected)
+            self._sessions[account.id] = session
+            try:
+                batches = self._batches(session, settings, last_uid, follow, use_idle)
+                async with aclosing(batches):  # closed here, in the consumer's task
+                    async for batch in batches:
+                        yield batch
+            finally:
+                if self._sessions.get(account.id) is session:
+                    del self._sessions[account.id]
+
+    async def _batches(
+        self,
+        session: _PollSession,
+        settings: EmailSettings,
+        last_uid: int,
+        follow: bool,
+        use_idle: bool,
+    ) -> AsyncGenerator[PolledBatch, None]:
+        """The body of ``poll``: every IMAP command under the session lock, none held while
+        a batch is out with the core (so ``acknowledge`` may borrow the connection)."""
+        mailbox, selected = session.mailbox, session.selected
+        stale: list[int] = []
+        if last_uid:
+            # Stored (the cursor is past them) but never flagged: the process died between
+            # the commit and acknowledge, or acknowledge failed. They come again, the core
+            # finds them stored already, and acknowledges them this time.
+            async with session.lock:
+                stale = await mailbox.search_uids(0, unseen=True, upto=last_uid)
+        while True:
+            redelivering = bool(stale)
+            if redelivering:
+                uids, stale = stale, []
+            else:
+                async with session.lock:
+                    uids = await mailbox.search_uids(last_uid, unseen=settings.only_unread)
+            for start in range(0, len(uids), settings.fetch_chunk):
+                chunk = uids[start : start + settings.fetch_chunk]
+                async with session.lock:
                     fetched = await mailbox.fetch(chunk)
-                    last_uid = chunk[-1]
-                    yield PolledBatch(
-                        items=tuple(
-                            PolledItem(
-                                id=str(m.uid),
-                                data=m.data,
-                                meta={
-                                    "uid": m.uid,
-                                    "uidvalidity": selected.uidvalidity,
-                                    "folder": settings.folder,
-                                    "flags": list(m.flags),
-                                    "internaldate": m.internaldate,
-                                    "size": m.size,
-                                },
-                            )
-                            for m in fetched
-                        ),
-                        cursor={"uidvalidity": selected.uidvalidity, "last_uid": last_uid},
-                        source=settings.folder,
-                    )
-                if not follow:
-                    return
-                if uids:
-                    continue  # more may have arrived while we were fetching
-                if use_idle:
-                    # Re-issued at least every poll_interval: a notification lost in a race
-                    # (new mail during a SEARCH) is then picked up soon, and never later
-                    # than idle_timeout (< 29 min, RFC 2177).
+                last_uid = max(last_uid, chunk[-1])
+                yield PolledBatch(
+                    items=tuple(
+                        PolledItem(
+                            id=str(m.uid),
+                            data=m.data,
+                            meta={
+                                "uid": m.uid,
+                                "uidvalidity": selected.uidvalidity,
+                                "folder": settings.folder,
+                                "flags": list(m.flags),
+                                "internaldate": m.internaldate,
+                                "size": m.size,
+                            },
+                        )
+                        for m in fetched
+                    ),
+                    cursor={"uidvalidity": selected.uidvalidity, "last_uid": last_uid},
+                    source=settings.folder,
+                )
+            if redelivering:
+                continue  # now what is new
+            if not follow:
+                return
+            if uids:
+                continue  # more may have arrived while we were fetching
+            if use_idle:
+                # Re-issued at least every poll_interval: a notification lost in a race
+                # (new mail during a SEARCH) is then picked up soon, and never later
+                # than idle_timeout (< 29 min, RFC 2177).
+                async with session.lock:
                     await mailbox.idle(min(settings.idle_timeout, settings.poll_interval))
-                else:
-                    await asyncio.sleep(settings.poll_interval)
+            else:
+                await asyncio.sleep(settings.poll_interval)
 
     @hookimpl
     def receive(
@@ -141,7 +204,7 @@ class EmailImapChannel(Channel):
         batch = _batch(request)
         out: list[InboundMessage] = []
         for item in batch.items:
-            if is_dsn(parse_headers(item.data)):
+            if is_dsn_source(item.data):
                 continue  # a bounce: delivery_status reports it
             try:
                 out.append(parse_message(item.data, account_id=account.id, meta=item.meta))
@@ -161,7 +224,7 @@ class EmailImapChannel(Channel):
         batch = _batch(request)
         updates: list[StatusUpdate] = []
         for item in batch.items:
-            if not is_dsn(parse_headers(item.data)):
+            if not is_dsn_source(item.data):
                 continue
             try:
                 updates.extend(parse_dsn(item.data))
@@ -176,6 +239,20 @@ class EmailImapChannel(Channel):
             return
         validity = (batch.cursor or {}).get("uidvalidity")
         settings = account.settings
+        folder = batch.source or settings.folder
+        session = self._sessions.get(account.id)
+        if (
+            session is not None
+            and session.folder == folder
+            and not session.lock.locked()
+            and not session.mailbox.closed
+        ):
+            async with session.lock:
+                if validity is not None and int(validity) != session.selected.uidvalidity:
+                    log.warning("account %s: UIDVALIDITY changed, not flagging", account.id)
+                    return
+                await session.mailbox.add_seen(uids)
+            return
         async with open_account_mailbox(settings) as mailbox:
             selected = await mailbox.select(batch.source or settings.folder)
             if validity is not None and int(validity) != selected.uidvalidity:

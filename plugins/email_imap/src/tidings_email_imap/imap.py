@@ -175,6 +175,11 @@ class Mailbox:
         return response
 
     @property
+    def closed(self) -> bool:
+        """The connection is gone (every further command would fail)."""
+        return self._lost.is_set()
+
+    @property
     def capabilities(self) -> set[str]:
         return {c.upper() for c in self.client.protocol.capabilities}
 
@@ -187,13 +192,13 @@ class Mailbox:
         uidnext = _UIDNEXT.search(joined)
         return Selected(int(validity.group(1)), int(uidnext.group(1)) if uidnext else None)
 
-    async def search_uids(self, after: int, *, unseen: bool) -> list[int]:
-        """UIDs above ``after`` (and unseen when asked), ascending.
+    async def search_uids(self, after: int, *, unseen: bool, upto: int | None = None) -> list[int]:
+        """UIDs above ``after`` (up to ``upto`` when given, and unseen when asked), ascending.
 
         ``UID n:*`` always matches the highest message even when its UID is below ``n``
         (RFC 3501 §6.4.8), so anything not above ``after`` is dropped here.
         """
-        criteria = ["UID", f"{after + 1}:*"]
+        criteria = ["UID", f"{after + 1}:{'*' if upto is None else upto}"]
         if unseen:
             criteria.append("UNSEEN")
         response = await self._ok(self.client.uid_search(*criteria, charset=None), "UID SEARCH")
@@ -202,7 +207,7 @@ class Mailbox:
         for line in response.lines[:-1]:
             if isinstance(line, bytes) and _NUMBERS.match(line):
                 uids.update(int(tok) for tok in line.split() if tok.isdigit())
-        return sorted(uid for uid in uids if uid > after)
+        return sorted(u for u in uids if u > after and (upto is None or u <= upto))
 
     async def fetch(self, uids: Sequence[int]) -> list[Fetched]:
         if not uids:

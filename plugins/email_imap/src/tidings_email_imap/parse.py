@@ -9,6 +9,7 @@ original bytes always travel along (``InboundMessage.source``) so an agent can o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html as html_lib
 import logging
@@ -20,6 +21,7 @@ from email import policy
 from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser, BytesParser, HeaderParser
+from email.policy import EmailPolicy
 from email.utils import getaddresses, parsedate_to_datetime
 from html.parser import HTMLParser
 from typing import Any
@@ -161,6 +163,30 @@ def text_from_html(markup: str) -> str:
 # -- headers --------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed_header(name: str, value: str) -> Any:
+    return policy.default.header_fetch_parse(name, value)
+
+
+class _ReadPolicy(EmailPolicy):
+    """``policy.default`` whose parsed header objects are remembered.
+
+    The default policy keeps headers as text and runs the header registry's parser on every
+    access, and reading one message asks for Content-Type and friends dozens of times (each
+    ``get_content_type``, ``get_body`` step and attachment check): that re-parsing was most
+    of a mailbox sync's parsing time. Header objects are immutable, and the values that
+    repeat across messages (content types, dispositions) are shared through the cache.
+    """
+
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        if hasattr(value, "name"):
+            return value
+        return _parsed_header(name, value)
+
+
+READ_POLICY = _ReadPolicy()
+
+
 def split_head(raw: bytes) -> bytes:
     """The header block of ``raw`` (up to the first empty line), without parsing the body."""
     for sep in (b"\r\n\r\n", b"\n\n"):
@@ -172,7 +198,7 @@ def split_head(raw: bytes) -> bytes:
 
 def parse_headers(raw: bytes) -> EmailMessage:
     """Only the headers: the cheap look that decides whether a message is a bounce."""
-    parsed = BytesHeaderParser(policy=policy.default).parsebytes(split_head(raw))
+    parsed = BytesHeaderParser(policy=READ_POLICY).parsebytes(split_head(raw))
     assert isinstance(parsed, EmailMessage)
     return parsed
 
@@ -211,6 +237,19 @@ def is_dsn(headers: Message) -> bool:
     except Exception:
         return False
     return isinstance(report_type, str) and report_type.lower() == "delivery-status"
+
+
+def is_dsn_source(raw: bytes) -> bool:
+    """``is_dsn`` of raw bytes, cheap for the ordinary mail that is nearly all of a mailbox.
+
+    ``receive`` and ``delivery_status`` both ask this of every message of a batch: a header
+    block whose bytes never say ``report`` cannot be ``multipart/report`` (the media type is
+    a token, never encoded or folded), so only the rest is parsed.
+    """
+    head = split_head(raw)
+    if b"report" not in head.lower():
+        return False
+    return is_dsn(parse_headers(head))
 
 
 def message_ids(value: str | None) -> tuple[str, ...]:
@@ -436,7 +475,7 @@ def parse_message(
 ) -> InboundMessage:
     """One inbound message from raw bytes; never raises for content problems."""
     meta = dict(meta or {})
-    parsed = BytesParser(policy=policy.default).parsebytes(raw)
+    parsed = BytesParser(policy=READ_POLICY).parsebytes(raw)
     assert isinstance(parsed, EmailMessage)
     msg = parsed
 
@@ -541,7 +580,7 @@ def parse_dsn(raw: bytes) -> list[StatusUpdate]:
     A report whose original Message-ID cannot be found is logged and yields nothing:
     there is no message to attach it to.
     """
-    report = BytesParser(policy=policy.default).parsebytes(raw)
+    report = BytesParser(policy=READ_POLICY).parsebytes(raw)
     blocks: list[dict[str, str]] = []
     for part in _walk_leaves(report):
         if part.get_content_type() in ("message/delivery-status", "message/global-delivery-status"):

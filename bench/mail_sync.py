@@ -1,0 +1,379 @@
+"""The email benchmark: a full initial mailbox sync against a plain-imaplib baseline.
+
+    .venv/bin/python bench/mail_sync.py [--messages 10000] [--backend sqlite|postgresql|both]
+        [--chunk 50] [--seed 8]
+
+It starts the Dovecot the tests use (``tidings.testing.mailservers``), fills one mailbox
+with realistic mail built from the email_imap test corpus — plain text, HTML-only,
+Outlook HTML with inline images, Thunderbird attachments, calendar invites, forwards,
+Gmail replies quoting the history, out-of-office answers, a few large PDFs — arranged in
+threads and interleaved by date as a real support mailbox is, then measures in separate
+processes (so each one's peak RSS is its own):
+
+* the baseline: stdlib ``imaplib`` fetching every message (``BODY.PEEK[]``, the same chunk
+  size) and parsing it with ``email.message_from_bytes(policy=policy.default)``, walking
+  every part and decoding it — what any Python mail reader must at least do;
+* tidings: ``sync_account`` into a fresh store — fetch, parse, sanitise HTML, thread,
+  store messages, attachments and sources, index for search, commit each batch with its
+  cursor, then flag the batch ``\\Seen``.
+
+The baseline runs before and after tidings (it only peeks, so the mailbox stays unread
+for tidings) and the faster run counts. See ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+from common import Postgres, say
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins" / "email_imap" / "tests"))
+import email_imap_samples as samples  # noqa: E402
+
+ACCOUNT = "bench-mail"
+AIM_RSS_MB = 200.0
+
+WORDS = [
+    *[
+        "order",
+        "parcel",
+        "invoice",
+        "refund",
+        "delivery",
+        "size",
+        "exchange",
+        "address",
+        "account",
+        "password",
+    ],
+    *["payment", "subscription", "contract", "warranty", "repair", "courier", "tracking", "number"],
+    *[
+        "please",
+        "thanks",
+        "hello",
+        "regards",
+        "urgent",
+        "again",
+        "still",
+        "waiting",
+        "yesterday",
+        "tomorrow",
+    ],
+    *["week", "received", "missing", "broken", "colour", "model", "replacement", "receipt", "bank"],
+    *["transfer", "card", "discount", "voucher", "store", "online"],
+]
+
+
+# --- the mailbox -------------------------------------------------------------------------
+
+
+def restamp(raw: bytes, headers: dict[str, str | None]) -> bytes:
+    """``raw`` with the named headers replaced (``None`` removes one), body untouched."""
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    names = {name.lower() for name in headers}
+    kept: list[bytes] = []
+    dropping = False
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):
+            if not dropping:
+                kept.append(line)
+            continue
+        dropping = line.split(b":", 1)[0].decode("ascii", "replace").lower() in names
+        if not dropping:
+            kept.append(line)
+    new = [f"{name}: {value}".encode() for name, value in headers.items() if value is not None]
+    return b"\r\n".join(new + kept) + sep + body
+
+
+def prose(rng: random.Random, sentences: int) -> str:
+    out = []
+    for _ in range(sentences):
+        words = rng.choices(WORDS, k=rng.randint(6, 16))
+        out.append(" ".join(words).capitalize() + ".")
+    return "\n".join(" ".join(out[i : i + 3]) for i in range(0, len(out), 3))
+
+
+def big_attachment(rng: random.Random, message_id: str) -> bytes:
+    """A message with a scanned-document-sized PDF (100-400 KB), as customers send."""
+    msg = EmailMessage()
+    msg["Message-ID"] = message_id
+    msg.set_content(prose(rng, 4))
+    pdf = b"%PDF-1.4\n" + rng.randbytes(rng.randint(100_000, 400_000)) + b"\n%%EOF\n"
+    msg.add_attachment(pdf, maintype="application", subtype="pdf", filename="scan.pdf")
+    return msg.as_bytes(policy=policy.SMTP)
+
+
+def opening(rng: random.Random, message_id: str) -> bytes:
+    """The first message of a thread: one of the corpus' shapes."""
+    kind = rng.choices(
+        ["text", "html", "outlook", "attachments", "invite", "forward", "big"],
+        weights=[40, 15, 15, 15, 5, 7, 3],
+    )[0]
+    if kind == "text":
+        return samples.simple(message_id=message_id, text=prose(rng, rng.randint(2, 12)))
+    if kind == "html":
+        return samples.html_only(message_id=message_id)
+    if kind == "outlook":
+        return samples.outlook_reply_inline_image(message_id=message_id)
+    if kind == "attachments":
+        return samples.thunderbird_attachments(message_id=message_id)
+    if kind == "invite":
+        return samples.calendar_invite(message_id=message_id)
+    if kind == "forward":
+        return samples.forward_with_eml(message_id=message_id)
+    return big_attachment(rng, message_id)
+
+
+def follow_up(rng: random.Random, message_id: str, parent: str, refs: list[str]) -> bytes:
+    """A later message of a thread: a Gmail reply quoting history, a plain reply, or an
+    out-of-office answer."""
+    kind = rng.choices(["gmail", "text", "vacation"], weights=[50, 45, 5])[0]
+    if kind == "gmail":
+        return samples.gmail_reply(
+            message_id=message_id, in_reply_to=parent, references=" ".join(refs)
+        )
+    if kind == "vacation":
+        return samples.vacation_reply(message_id=message_id, in_reply_to=parent)
+    raw = samples.simple(message_id=message_id, text=prose(rng, rng.randint(1, 6)))
+    return restamp(raw, {"In-Reply-To": parent, "References": " ".join(refs)})
+
+
+def mailbox(count: int, seed: int, to: str) -> list[bytes]:
+    """``count`` messages in threads of 1-9 (about 4 on average), ordered by date."""
+    rng = random.Random(seed)  # noqa: S311 (reproducible test data, not secrets)
+    start = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
+    customers = max(1, count // 8)
+    dated: list[tuple[datetime, int, bytes]] = []
+    thread = 0
+    while len(dated) < count:
+        thread += 1
+        customer = rng.randrange(customers)
+        sender = f"Customer {customer} <customer{customer}@example.org>"
+        subject = f"{rng.choice(WORDS).capitalize()} {rng.choice(WORDS)} #{thread}"
+        at = start + timedelta(minutes=rng.randint(0, 60 * 24 * 30))
+        refs: list[str] = []
+        for turn in range(min(rng.randint(1, 7), count - len(dated))):
+            message_id = f"<t{thread}-{turn}@customer.example>"
+            if turn == 0:
+                raw = opening(rng, message_id)
+            else:
+                raw = follow_up(rng, message_id, refs[-1], refs)
+                at += timedelta(minutes=rng.randint(5, 60 * 24))
+            raw = restamp(
+                raw,
+                {
+                    "From": sender,
+                    "To": f"Support <{to}>",
+                    "Subject": subject if turn == 0 else f"Re: {subject}",
+                    "Date": format_datetime(at),
+                },
+            )
+            refs.append(message_id)
+            dated.append((at, len(dated), raw))
+    dated.sort()
+    return [raw for _, _, raw in dated]
+
+
+# --- the two sides, each in its own process ----------------------------------------------
+
+
+@dataclass
+class Run:
+    name: str
+    messages: int
+    seconds: float
+    rss_mb: float
+    extra: dict[str, Any]
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds else 0.0
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def child_baseline(args: argparse.Namespace) -> dict[str, Any]:
+    import imaplib
+
+    started = time.perf_counter()
+    conn = imaplib.IMAP4(args.host, args.port, timeout=60)
+    conn.login(args.user, args.password)
+    conn.select("INBOX", readonly=True)
+    _, data = conn.uid("SEARCH", "ALL")
+    uids = data[0].split() if data and data[0] else []
+    parsed = parts = 0
+    for i in range(0, len(uids), args.chunk):
+        _, fetched = conn.uid("FETCH", b",".join(uids[i : i + args.chunk]).decode(),
+                              "(BODY.PEEK[])")  # fmt: skip
+        for item in fetched:
+            if not isinstance(item, tuple):
+                continue
+            msg = message_from_bytes(item[1], policy=policy.default)
+            for part in msg.walk():
+                parts += 1
+                if not part.is_multipart():
+                    part.get_payload(decode=True)
+            parsed += 1
+    conn.logout()
+    return {"messages": parsed, "seconds": time.perf_counter() - started,
+            "rss_mb": peak_rss_mb(), "extra": {"parts": parts}}  # fmt: skip
+
+
+async def _tidings_sync(config_path: Path) -> dict[str, Any]:
+    import sqlalchemy as sa
+
+    from tidings.intake import sync_account
+    from tidings.runtime import Runtime
+    from tidings.store import tables
+
+    runtime = Runtime.start(config_path=config_path)
+    try:
+        await runtime.store.upgrade()  # schema creation is not part of the sync
+        started = time.perf_counter()
+        result = await sync_account(runtime, runtime.accounts[ACCOUNT])
+        seconds = time.perf_counter() - started
+        async with runtime.store.read() as conn:
+
+            async def count(table: sa.Table) -> int:
+                query = sa.select(sa.func.count()).select_from(table)
+                return int((await conn.execute(query)).scalar_one())
+
+            extra = {
+                "conversations": await count(tables.conversations),
+                "attachments": await count(tables.attachments),
+                "stored": await count(tables.messages),
+            }
+    finally:
+        await runtime.close()
+    received = len(result.messages.stored) + result.messages.duplicates + result.reports
+    return {"messages": received, "seconds": seconds, "rss_mb": peak_rss_mb(), "extra": extra}
+
+
+def child_tidings(args: argparse.Namespace) -> dict[str, Any]:
+    import anyio
+
+    return anyio.run(_tidings_sync, Path(args.config))
+
+
+def run_child(name: str, argv: list[str]) -> Run:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, *argv]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{done.stderr[-4000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return Run(name, result["messages"], result["seconds"], result["rss_mb"], result["extra"])
+
+
+# --- the driver --------------------------------------------------------------------------
+
+
+def write_config(
+    path: Path, database_url: str, host: str, port: int, user: Any, chunk: int
+) -> Path:
+    config = path / "tidings.toml"
+    config.write_text(
+        f'database_url = "{database_url}"\n\n[[accounts]]\n'
+        f'id = "{ACCOUNT}"\nchannel = "email_imap"\nproject = "support"\n'
+        f'address = "{user.address}"\nimap_host = "{host}"\nimap_port = {port}\n'
+        f'imap_security = "plain"\nimap_password = "{user.password}"\n'
+        f'smtp_host = "{host}"\nsmtp_security = "plain"\nidle = false\nfetch_chunk = {chunk}\n'
+    )
+    return config
+
+
+def report(baseline: Run, ours: Run, backend: str, mailbox_mb: float) -> None:
+    say(f"\nemail sync, {ours.messages:,} messages ({mailbox_mb:.1f} MB), backend {backend}")
+    say(f"  {'side':<44} {'seconds':>8} {'msg/s':>8} {'peak RSS MB':>12}")
+    for run, label in (
+        (baseline, "baseline: imaplib fetch + email parse"),
+        (ours, "tidings: sync_account (parse, thread, store)"),
+    ):
+        say(f"  {label:<44} {run.seconds:>8.1f} {run.rate:>8.0f} {run.rss_mb:>12.1f}")
+    ratio = ours.rate / baseline.rate if baseline.rate else 0.0
+    say(f"  tidings / baseline speed: {ratio:.2f}x ({'meets' if ratio >= 1 else 'below'} the aim"
+        f" of >= 1.0); peak RSS {ours.rss_mb:.0f} MB "
+        f"({'under' if ours.rss_mb < AIM_RSS_MB else 'OVER'} {AIM_RSS_MB:.0f} MB)")  # fmt: skip
+    say(f"  tidings stored: {ours.extra}; baseline parts walked: {baseline.extra['parts']:,}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="sqlite")
+    parser.add_argument("--chunk", type=int, default=50, help="messages per fetch (both sides)")
+    parser.add_argument("--seed", type=int, default=8)
+    parser.add_argument("--child", choices=["baseline", "tidings"], help=argparse.SUPPRESS)
+    for name in ("--host", "--user", "--password", "--config"):
+        parser.add_argument(name, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        result = child_baseline(args) if args.child == "baseline" else child_tidings(args)
+        print(json.dumps(result), flush=True)
+        return
+
+    from tidings.testing.mailservers import running_mail_servers
+
+    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    with running_mail_servers() as (dovecot, _), tempfile.TemporaryDirectory() as tmp:
+        raws = mailbox(args.messages, args.seed, "support@example.test")
+        mailbox_mb = sum(len(r) for r in raws) / 1e6
+        say(f"seeding {len(raws):,} messages ({mailbox_mb:.1f} MB) into Dovecot…")
+        started = time.perf_counter()
+        users = {backend: dovecot.add_user(f"bench-{backend}") for backend in backends}
+        for user in users.values():
+            dovecot.append_many(user, raws)
+        say(f"  seeded in {time.perf_counter() - started:.1f} s")
+        postgres = Postgres() if "postgresql" in backends else None
+        with postgres or _nothing():
+            for backend, user in users.items():
+                url = (
+                    postgres.database("bench_email")
+                    if backend == "postgresql" and postgres is not None
+                    else f"sqlite:///{tmp}/{backend}.db"
+                )
+                config = write_config(Path(tmp), url, dovecot.host, dovecot.imap_port, user,
+                                      args.chunk)  # fmt: skip
+                imap = ["--host", dovecot.host, "--port", str(dovecot.imap_port), "--user",
+                        user.address, "--password", user.password]  # fmt: skip
+                chunk = ["--chunk", str(args.chunk)]
+                say(f"[{backend}] baseline (1st run)…")
+                first = run_child("baseline", imap + chunk)
+                say(f"[{backend}] tidings sync…")
+                ours = run_child("tidings", ["--config", str(config)])
+                say(f"[{backend}] baseline (2nd run)…")
+                second = run_child("baseline", imap + chunk)
+                baseline = min(first, second, key=lambda r: r.seconds)
+                report(baseline, ours, backend, mailbox_mb)
+                flags = dovecot.flags(user)
+                unread = sum(1 for f in flags.values() if "\\Seen" not in f)
+                say(f"  left unread on the server after the sync: {unread}")
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,330 @@
+"""The SMS benchmark: the whole outbox pipeline against a bare aiohttp loop (issue 9).
+
+    .venv/bin/python bench/sms.py [--messages 5000] [--concurrency 50] [--latency 0,20]
+        [--backend sqlite|postgresql|both]
+
+For each added provider latency it starts the local Twilio-shaped server
+(``twilio_server.py``, its own process) and measures, in this process:
+
+* **pipeline** — a real tidings ``Runtime`` (store, plugins, the ``sms_twilio`` channel
+  from its entry point, its default transport) with an account whose ``base_url`` is the
+  local server. ``--messages`` messages, each to its own customer, are composed through
+  ``Conversations.send`` (timed on their own), then the outbox worker loop
+  (``Outbox.run``) sends them at ``--concurrency`` until the outbox is empty;
+* **bare aiohttp** — one ``aiohttp.ClientSession``, ``--concurrency`` tasks POSTing the same
+  form bodies with Basic auth and reading the sid: the floor any sender pays.
+
+Both count messages per second of wall time and CPU seconds of this process per message
+(``time.process_time``, every thread: SQLite's driver thread included; the PostgreSQL
+server's own CPU is not). The server checks that every message arrived exactly once.
+The official Twilio SDK is not installed here; ``bench/README.md`` quotes the issue's
+figures for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import anyio
+import sqlalchemy as sa
+from common import Postgres, say
+from twilio_server import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    FROM_NUMBER,
+    TwilioServer,
+    basic_auth,
+)
+
+from tidings import Account, Address, OutboundMessage
+from tidings.config import parse_config
+from tidings.conversations import Actor, Draft
+from tidings.conversations.models import Role
+from tidings.metrics import METRICS
+from tidings.plugins import load_plugins
+from tidings.routing import add_agent
+from tidings.runtime import Runtime
+from tidings.store import tables
+from tidings_sms_twilio import TwilioSettings, TwilioSms
+
+ACCOUNT = "bench-twilio"
+PUBLIC_URL = "https://tidings.example.com"
+
+
+def customer(i: int) -> str:
+    """A distinct Polish mobile number per message (E.164)."""
+    return f"+48600{i:06d}"
+
+
+def body(tag: str, i: int) -> str:
+    return f"Your order {tag}-{i} has shipped and will arrive tomorrow."
+
+
+@dataclass
+class Phase:
+    name: str
+    messages: int
+    seconds: float
+    cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        return self.cpu / self.messages * 1000.0
+
+
+@contextmanager
+def timed(name: str, messages: int, into: list[Phase]) -> Iterator[None]:
+    cpu, wall = time.process_time(), time.perf_counter()
+    yield
+    into.append(Phase(name, messages, time.perf_counter() - wall, time.process_time() - cpu))
+
+
+# --- the pipeline ----------------------------------------------------------------------------
+
+
+def config_data(database_url: str, base_url: str) -> dict[str, Any]:
+    return {
+        "database_url": database_url,
+        "public_url": PUBLIC_URL,
+        "accounts": [
+            {
+                "id": ACCOUNT, "channel": "sms_twilio", "project": "support",
+                "account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN,
+                "from_number": FROM_NUMBER, "base_url": base_url,
+            }
+        ],
+    }  # fmt: skip
+
+
+@asynccontextmanager
+async def runtime_for(database_url: str, base_url: str) -> AsyncIterator[tuple[Runtime, Actor]]:
+    """A migrated tidings runtime with the Twilio account and an agent allowed to send."""
+    config = parse_config(config_data(database_url, base_url), {})
+    runtime = Runtime.start(config, plugins=load_plugins({"TIDINGS_PLUGINS": "sms_twilio"}))
+    try:
+        await runtime.store.upgrade()
+        agent = await add_agent(
+            runtime.store, "bench-agent", role=Role.AGENT, permissions=[("support", "sms")]
+        )
+        yield runtime, await runtime.conversations.actor(agent)
+    finally:
+        await runtime.close()
+
+
+async def compose(runtime: Runtime, actor: Actor, tag: str, start: int, n: int) -> list[int]:
+    """``n`` new messages, each to its own customer, through the service API."""
+    ids = []
+    for i in range(start, start + n):
+        sent = await runtime.conversations.send(
+            actor, Draft(text=body(tag, i), to=(customer(i),)), account_id=ACCOUNT
+        )
+        ids.append(sent.message_id)
+    return ids
+
+
+async def outbox_size(runtime: Runtime) -> int:
+    async with runtime.store.read() as conn:
+        return int(
+            (await conn.execute(sa.select(sa.func.count()).select_from(tables.outbox))).scalar_one()
+        )
+
+
+def recorded(channel: str = "sms_twilio") -> float:
+    """Messages handed to providers so far: the worker's Prometheus counter, bumped after
+    each recording commit (watching it costs no database query)."""
+    value = METRICS.registry.get_sample_value("tidings_messages_out_total", {"channel": channel})
+    return value or 0.0
+
+
+async def drain(runtime: Runtime, concurrency: int, expect: int, poll: float = 0.002) -> None:
+    """Run the worker loop (``Outbox.run``, as ``tidings worker`` does) until ``expect``
+    more messages are recorded as sent, then stop it; the outbox must then be empty."""
+    stop = anyio.Event()
+    target = recorded() + expect
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: runtime.outbox.run(stop, concurrency=concurrency))
+        while recorded() < target:  # noqa: ASYNC110 (a counter, not an event, is what moves)
+            await anyio.sleep(poll)
+        stop.set()
+    left = await outbox_size(runtime)
+    if left:
+        raise SystemExit(f"the outbox still holds {left} messages")
+
+
+async def unsent(runtime: Runtime, ids: list[int]) -> int:
+    m = tables.messages
+    async with runtime.store.read() as conn:
+        return int(
+            (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(m)
+                    .where(m.c.id.in_(ids), m.c.provider_id.is_(None))
+                )
+            ).scalar_one()
+        )
+
+
+async def pipeline(
+    database_url: str, server: TwilioServer, n: int, concurrency: int, phases: list[Phase]
+) -> None:
+    tag = secrets.token_hex(3)
+    async with runtime_for(database_url, server.base_url) as (runtime, actor):
+        warm = await compose(runtime, actor, tag + "w", 900_000, min(200, n))
+        await drain(runtime, concurrency, len(warm))  # imports, connections, caches
+        server.reset()
+        with timed("compose (Conversations.send)", n, phases):
+            ids = await compose(runtime, actor, tag, 0, n)
+        with timed("pipeline (outbox worker)", n, phases):
+            await drain(runtime, concurrency, n)
+        missing = await unsent(runtime, ids + warm)
+    check(server, n, "pipeline")
+    if missing:
+        raise SystemExit(f"pipeline: {missing} messages have no provider id")
+
+
+# --- the baseline ----------------------------------------------------------------------------
+
+
+async def bare(server: TwilioServer, n: int, concurrency: int, phases: list[Phase]) -> None:
+    """Concurrent POSTs with aiohttp alone: what the pipeline is compared with."""
+    tag = secrets.token_hex(3)
+    headers = {"Authorization": basic_auth(ACCOUNT_SID, AUTH_TOKEN)}
+    callback = f"{PUBLIC_URL}/webhooks/{ACCOUNT}/status"
+    connector = aiohttp.TCPConnector(limit=100)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def post(i: int) -> str:
+            form = {"To": customer(i), "From": FROM_NUMBER, "Body": body(tag, i),
+                    "StatusCallback": callback}  # fmt: skip
+            async with session.post(server.messages_url, data=form, headers=headers) as response:
+                if response.status != 201:
+                    raise SystemExit(f"bare aiohttp: HTTP {response.status}")
+                sid: str = (await response.json())["sid"]
+                return sid
+
+        async def run(numbers: Iterator[int]) -> None:
+            async def worker() -> None:
+                for i in numbers:
+                    await post(i)
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+        await run(iter(range(900_000, 900_000 + min(200, n))))  # warm-up
+        server.reset()
+        with timed("bare aiohttp loop", n, phases):
+            await run(iter(range(n)))
+    check(server, n, "bare aiohttp")
+
+
+async def channel_only(server: TwilioServer, n: int, concurrency: int, phases: list[Phase]) -> None:
+    """The channel's ``send`` hook alone (its default transport), no outbox: splits the gap
+    between the pipeline and bare aiohttp into the channel's HTTP stack and the rest."""
+    tag = secrets.token_hex(3)
+    channel = TwilioSms()
+    settings = TwilioSettings(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN,
+                              from_number=FROM_NUMBER, base_url=server.base_url)  # fmt: skip
+    account = Account[TwilioSettings](
+        id=ACCOUNT, channel="sms_twilio", project="support", settings=settings,
+        public_url=PUBLIC_URL,
+    )  # fmt: skip
+
+    async def run(numbers: Iterator[int]) -> None:
+        async def worker() -> None:
+            for i in numbers:
+                message = OutboundMessage(id=str(i), to=(Address.phone(customer(i)),),
+                                          text=body(tag, i))  # fmt: skip
+                await channel.send(account, message)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    try:
+        await run(iter(range(900_000, 900_000 + min(200, n))))  # warm-up
+        server.reset()
+        with timed("channel send hook alone", n, phases):
+            await run(iter(range(n)))
+    finally:
+        await channel.aclose()
+    check(server, n, "channel send hook")
+
+
+def check(server: TwilioServer, n: int, what: str) -> None:
+    stats = server.stats()
+    if stats["distinct"] != n or stats["duplicate_count"] or stats["rejected"]:
+        raise SystemExit(f"{what}: the server saw {stats}")
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+def report(latency: float, backend: str, phases: list[Phase]) -> None:
+    say(f"\nlatency {latency:g} ms, {backend}, {phases[0].messages:,} messages")
+    say(f"  {'phase':<32} {'msg/s':>8} {'CPU ms/msg':>11} {'wall s':>8}")
+    for p in phases:
+        say(f"  {p.name:<32} {p.rate:>8,.0f} {p.cpu_ms:>11.3f} {p.seconds:>8.2f}")
+    by = {p.name: p for p in phases}
+    send, base = by["pipeline (outbox worker)"], by["bare aiohttp loop"]
+    hook = by["channel send hook alone"]
+    say(f"  pipeline / bare aiohttp: {send.rate / base.rate:.0%} of the messages per second, "
+        f"{send.cpu_ms / base.cpu_ms:.1f}x the CPU per message")  # fmt: skip
+    say(f"  pipeline / channel send hook alone: {send.rate / hook.rate:.0%} of the messages "
+        f"per second, {send.cpu_ms / hook.cpu_ms:.1f}x the CPU per message")  # fmt: skip
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    pg = Postgres() if "postgresql" in backends else None
+    with tempfile.TemporaryDirectory(prefix="tidings-bench-sms-") as tmp:
+        if pg is not None:
+            pg.__enter__()
+        try:
+            for latency in args.latency:
+                with TwilioServer(latency) as server:
+                    for backend in backends:
+                        url = (
+                            f"sqlite:///{tmp}/sms-{latency:g}-{secrets.token_hex(2)}.db"
+                            if backend == "sqlite"
+                            else pg.database("bench_sms")  # type: ignore[union-attr]
+                        )
+                        phases: list[Phase] = []
+                        await bare(server, args.messages, args.concurrency, phases)
+                        await channel_only(server, args.messages, args.concurrency, phases)
+                        await pipeline(url, server, args.messages, args.concurrency, phases)
+                        report(latency, backend, phases)
+        finally:
+            if pg is not None:
+                pg.__exit__(None, None, None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument(
+        "--latency", type=lambda s: [float(x) for x in s.split(",")], default=[0.0, 20.0]
+    )
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="sqlite")
+    args = parser.parse_args()
+    say(f"bench/sms.py: {args.messages:,} messages, concurrency {args.concurrency}, "
+        f"latency {', '.join(f'{x:g}' for x in args.latency)} ms, python {sys.version.split()[0]}, "
+        f"{os.cpu_count()} CPUs")  # fmt: skip
+    anyio.run(main_async, args)
+
+
+if __name__ == "__main__":
+    main()
