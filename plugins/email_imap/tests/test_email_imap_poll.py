@@ -151,9 +151,14 @@ async def test_dropped_connection_then_repoll_loses_and_doubles_nothing(
                 stored.extend(int(i.id) for i in b.items)  # "commit" the batch and its cursor
                 committed = b.cursor
                 imap_server.kick(mail_user)  # the connection drops mid-poll
-    assert stored == uids[:3]
-    # The worker polls again from the last committed cursor: the committed batch was never
-    # acknowledged, so it comes again first (the core finds it stored), then the rest.
+    # Where the drop lands depends on timing (a FETCH may already be answered when the
+    # server kills the session); what must hold is that nothing came twice or out of order
+    # and that the poll failed before the end.
+    assert stored == uids[: len(stored)]
+    assert 3 <= len(stored) < len(uids)
+    # The worker polls again from the last committed cursor: the committed batches were
+    # never acknowledged, so they come again first (the core finds them stored), then the
+    # rest.
     again = ids(await drain(acct, committed))
     assert again == uids
     assert sorted(set(stored) | set(again)) == uids
