@@ -57,7 +57,7 @@ def _refs(msg: InboundMessage) -> list[str]:
     return [r[:998] for r in dict.fromkeys(r.strip() for r in ordered) if r]
 
 
-async def _store_attachments(
+async def store_attachments(
     conn: AsyncConnection, message_id: int, attachments: Sequence[Attachment]
 ) -> None:
     blobs = [
@@ -380,7 +380,7 @@ async def _insert_related(
     docs: list[tuple[int, int, str]] = []
     for msg, cid, mid in zip(fresh, targets, message_ids, strict=True):
         if msg.attachments:
-            await _store_attachments(conn, mid, msg.attachments)
+            await store_attachments(conn, mid, msg.attachments)
         if msg.source is not None:
             sources.append({"message_id": mid, "data": msg.source})
         for r in _refs(msg):

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings.channel import Account
 from tidings.clock import Clock, system_clock
 from tidings.conversations import queries
-from tidings.conversations.ingest import AccountInfo, IngestResult, ingest
+from tidings.conversations.ingest import AccountInfo, IngestResult, ingest, store_attachments
 from tidings.conversations.metrics import WaitState, refresh_counters
 from tidings.conversations.models import (
     Actor,
@@ -714,9 +714,7 @@ class Conversations:
             )
         ).scalar_one()  # fmt: skip
         if draft.attachments:
-            from tidings.conversations.ingest import _store_attachments
-
-            await _store_attachments(conn, int(mid), draft.attachments)
+            await store_attachments(conn, int(mid), draft.attachments)
         await search.index_messages(
             conn, [(int(mid), row.id, search.document(subject, draft.text))]
         )

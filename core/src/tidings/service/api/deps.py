@@ -37,7 +37,7 @@ class Services:
         return cls(
             runtime=runtime,
             conversations=runtime.conversations,
-            routing=Routing(store, runtime.plugins, clock=clock),
+            routing=runtime.routing,
             contacts=contacts,
             templates=TemplatesService(store, contacts, clock=clock),
             auth=Auth(store, clock=clock),
