@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import multiprocessing
 from contextlib import aclosing
 from typing import Any
 
@@ -221,3 +223,87 @@ async def test_implicit_tls_and_starttls(imap_server: DovecotServer, mail_user: 
                         imap_port=imap_server.imaps_port, ca_file=None)  # fmt: skip
     with pytest.raises(ImapError):
         await drain(untrusted)
+
+
+def corpus() -> list[bytes]:
+    """Every shape of the sample corpus, a bounce and bytes no parser reads, twice over."""
+    shapes = [
+        samples.gmail_reply(),
+        samples.outlook_reply_inline_image(),
+        samples.thunderbird_attachments(),
+        samples.wrong_charsets(),
+        samples.forward_with_eml(),
+        samples.calendar_invite(),
+        samples.html_only(),
+        samples.vacation_reply(),
+        samples.dsn_bounce(original_message_id="<ours-1@example.test>"),
+        b"\x00\xff garbage without headers",
+    ]
+    return shapes + [samples.numbered(i, prefix="w") for i in range(len(shapes))]
+
+
+async def receive_backlog(acct: Account[EmailSettings]) -> tuple[list[Any], list[Any], int]:
+    """Poll and receive through one handle, as ``sync_account`` does: the messages; the
+    same batches parsed in this process (a handle without the poll's session); and how
+    many worker processes ran while the backlog was read."""
+    channel = handle()
+    messages: list[Any] = []
+    here: list[Any] = []
+    workers = 0
+    async with aclosing(channel.poll(acct, None, follow=False)) as batches:
+        async for batch in batches:
+            messages.extend(await channel.receive(acct, batch))
+            workers = max(workers, len(multiprocessing.active_children()))
+            here.extend(await handle().receive(acct, batch))
+    return messages, here, workers
+
+
+async def test_a_backlog_is_parsed_in_a_worker_process_exactly_as_in_process(
+    imap_server: DovecotServer, mail_user: MailUser
+) -> None:
+    imap_server.append_many(mail_user, corpus())
+    acct = account(imap_server, mail_user, fetch_chunk=3)
+    in_worker, in_process, workers = await receive_backlog(acct)
+    assert workers == 1
+    assert multiprocessing.active_children() == []  # stopped with its backlog
+    assert len(in_worker) == len(corpus()) - 1  # the bounce is a delivery report
+    # The same messages (mail without a date is dated when it is read).
+    assert [m.model_dump(exclude={"sent_at"}) for m in in_worker] == [
+        m.model_dump(exclude={"sent_at"}) for m in in_process
+    ]
+    assert [m for m in in_worker if b"\nDate:" in m.source] == [
+        m for m in in_process if b"\nDate:" in m.source
+    ]
+
+
+async def test_parse_worker_off_parses_here(
+    imap_server: DovecotServer, mail_user: MailUser
+) -> None:
+    uids = imap_server.append_many(mail_user, corpus())
+    acct = account(imap_server, mail_user, fetch_chunk=3, parse_worker=False)
+    messages, in_process, workers = await receive_backlog(acct)
+    assert workers == 0
+    assert len(messages) == len(uids) - 1
+    assert [m.provider_id for m in messages] == [m.provider_id for m in in_process]
+
+
+async def test_without_a_worker_process_the_backlog_is_parsed_here(
+    imap_server: DovecotServer,
+    mail_user: MailUser,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Where no process may be started (a sandbox, a process limit), parsing falls back to
+    this process and nothing is lost."""
+
+    def refuse(process: Any) -> Any:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    spawn = multiprocessing.get_context("spawn")
+    monkeypatch.setattr(spawn.Process, "_Popen", staticmethod(refuse))
+    uids = imap_server.append_many(mail_user, corpus())
+    messages, _, workers = await receive_backlog(account(imap_server, mail_user, fetch_chunk=3))
+    assert workers == 0
+    assert "no parse worker" in caplog.text
+    assert len(messages) == len(uids) - 1
+    assert {m.meta["uid"] for m in messages} < set(uids)

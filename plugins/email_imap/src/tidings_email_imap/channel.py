@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+import multiprocessing
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,15 +32,12 @@ from tidings import (
 )
 from tidings_email_imap.imap import ImapError, Mailbox, Selected, open_mailbox
 from tidings_email_imap.outgoing import build_message, envelope_recipients, smtp_send
-from tidings_email_imap.parse import (
-    is_dsn_source,
-    parse_dsn,
-    parse_message,
-    unreadable_message,
-)
+from tidings_email_imap.parse import is_dsn_source, parse_dsn, read_items
 from tidings_email_imap.settings import EmailSettings
 
 log = logging.getLogger("tidings_email_imap")
+
+Parsed = Future[list[InboundMessage]]
 
 ATTACHMENT_LIMITS = AttachmentLimits(max_count=20, max_bytes=20 * 1024 * 1024)
 
@@ -54,24 +54,103 @@ def open_account_mailbox(settings: EmailSettings) -> AbstractAsyncContextManager
     )
 
 
+async def _settle(task: asyncio.Task[Any]) -> None:
+    """Let a fetch under way end (it is bounded by the IMAP timeout) before the connection
+    logs out; if we are cancelled meanwhile, it is cancelled with us. Its batch is no
+    longer wanted, so its outcome does not matter."""
+    try:
+        await task
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.debug("a fetch ahead ended with %s after the poll stopped", exc)
+
+
 def _batch(request: WebhookRequest | PolledBatch) -> PolledBatch:
     if not isinstance(request, PolledBatch):
         raise MalformedPayload("the email_imap channel is polled: it has no webhooks")
     return request
 
 
+class _ParseWorker:
+    """One worker process that parses the batches of a backlog while the core ingests.
+
+    A sync spends about half its CPU parsing MIME and the other half threading and
+    storing, all on one core. With the worker, batch N+1 is parsed on another core while
+    batch N is committed. It is started only for a backlog (more than one batch waiting)
+    and stopped when the backlog is done, so an idle account costs no process. ``spawn``
+    (never ``fork``): the parent runs threads (the database driver's), and a fresh
+    interpreter holds only what parsing needs. Where no process can be started, or the
+    worker dies, parsing happens in this process as before.
+    """
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+        )
+
+    def submit(self, account_id: str, items: Sequence[PolledItem]) -> Parsed | None:
+        """The parse of ``items`` under way, or None when no worker can take it."""
+        if self._pool is None:
+            return None
+        try:
+            return self._pool.submit(read_items, account_id, items)
+        except (OSError, RuntimeError, NotImplementedError, BrokenProcessPool) as exc:
+            log.warning("no parse worker (%s): parsing in this process", exc)
+            self.stop()
+            return None
+
+    def stop(self, *, wait: bool = False) -> None:
+        """Stop the worker; parses not started yet are dropped (their batches parse here)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=True)
+
+
 @dataclass
 class _PollSession:
-    """The connection a running ``poll`` holds, lent to ``acknowledge`` while it is idle.
+    """The connection a running ``poll`` holds, lent to ``acknowledge`` between fetches,
+    and the parses of its recent batches running in the worker.
 
     A fresh connection per acknowledged batch (connect, log in, select, log out) cost more
-    than the flagging itself; between batches the poll's connection does nothing.
+    than the flagging itself. While a batch is out with the core, the connection fetches
+    at most the next batch, so ``acknowledge`` waits for that; only an IDLE (which lasts
+    up to ``poll_interval``) sends it to a connection of its own.
     """
 
     mailbox: Mailbox
     folder: str
     selected: Selected
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    idling: bool = False
+    worker: _ParseWorker | None = None
+    # id(batch) → (batch, its parse in the worker); the two most recent batches only.
+    parsed: dict[int, tuple[PolledBatch, Parsed]] = field(default_factory=dict)
+
+    def start_worker(self) -> None:
+        if self.worker is None:
+            try:
+                self.worker = _ParseWorker()
+            except (OSError, ValueError, NotImplementedError) as exc:
+                log.warning("no parse worker (%s): parsing in this process", exc)
+
+    async def stop_worker(self) -> None:
+        """Stop the worker once its backlog is done; the process is reaped off the loop."""
+        worker, self.worker = self.worker, None
+        self.parsed.clear()
+        if worker is not None:
+            await asyncio.to_thread(worker.stop, wait=True)
+
+    def parse_ahead(self, account_id: str, batch: PolledBatch) -> None:
+        if self.worker is None:
+            return
+        future = self.worker.submit(account_id, batch.items)
+        if future is not None:
+            self.parsed[id(batch)] = (batch, future)
+            while len(self.parsed) > 2:  # batches nobody received (a caller that only polls)
+                _, stale = self.parsed.pop(next(iter(self.parsed)))
+                stale.cancel()
+                stale.cancel()
 
 
 class EmailImapChannel(Channel):
@@ -125,16 +204,19 @@ class EmailImapChannel(Channel):
             session = _PollSession(mailbox, settings.folder, selected)
             self._sessions[account.id] = session
             try:
-                batches = self._batches(session, settings, last_uid, follow, use_idle)
+                batches = self._batches(account.id, session, settings, last_uid, follow, use_idle)
                 async with aclosing(batches):  # closed here, in the consumer's task
                     async for batch in batches:
                         yield batch
             finally:
                 if self._sessions.get(account.id) is session:
                     del self._sessions[account.id]
+                if session.worker is not None:  # closed early: do not wait for the worker
+                    session.worker.stop()
 
     async def _batches(
         self,
+        account_id: str,
         session: _PollSession,
         settings: EmailSettings,
         last_uid: int,
@@ -143,7 +225,7 @@ class EmailImapChannel(Channel):
     ) -> AsyncGenerator[PolledBatch, None]:
         """The body of ``poll``: every IMAP command under the session lock, none held while
         a batch is out with the core (so ``acknowledge`` may borrow the connection)."""
-        mailbox, selected = session.mailbox, session.selected
+        mailbox = session.mailbox
         stale: list[int] = []
         if last_uid:
             # Stored (the cursor is past them) but never flagged: the process died between
@@ -158,30 +240,34 @@ class EmailImapChannel(Channel):
             else:
                 async with session.lock:
                     uids = await mailbox.search_uids(last_uid, unseen=settings.only_unread)
-            for start in range(0, len(uids), settings.fetch_chunk):
-                chunk = uids[start : start + settings.fetch_chunk]
-                async with session.lock:
-                    fetched = await mailbox.fetch(chunk)
-                last_uid = max(last_uid, chunk[-1])
-                yield PolledBatch(
-                    items=tuple(
-                        PolledItem(
-                            id=str(m.uid),
-                            data=m.data,
-                            meta={
-                                "uid": m.uid,
-                                "uidvalidity": selected.uidvalidity,
-                                "folder": settings.folder,
-                                "flags": list(m.flags),
-                                "internaldate": m.internaldate,
-                                "size": m.size,
-                            },
-                        )
-                        for m in fetched
-                    ),
-                    cursor={"uidvalidity": selected.uidvalidity, "last_uid": last_uid},
-                    source=settings.folder,
-                )
+            chunks = [
+                uids[start : start + settings.fetch_chunk]
+                for start in range(0, len(uids), settings.fetch_chunk)
+            ]
+            if len(chunks) > 1 and settings.parse_worker:
+                session.start_worker()
+            ahead: asyncio.Task[PolledBatch] | None = None
+            try:
+                for index, chunk in enumerate(chunks):
+                    last_uid = max(last_uid, chunk[-1])
+                    if ahead is None:
+                        batch = await self._fetch(account_id, session, settings, chunk, last_uid)
+                    else:
+                        batch, ahead = await ahead, None
+                    if index + 1 < len(chunks):
+                        # The next batch is fetched (and parsed, in the worker) while the
+                        # core stores this one: at most one batch ahead, so memory stays
+                        # flat. Its cursor is computed there, in order.
+                        following = chunks[index + 1]
+                        ahead = asyncio.ensure_future(
+                            self._fetch(account_id, session, settings, following,
+                                        max(last_uid, following[-1]))
+                        )  # fmt: skip
+                    yield batch
+            finally:
+                if ahead is not None:
+                    await _settle(ahead)
+            await session.stop_worker()
             if redelivering:
                 continue  # now what is new
             if not follow:
@@ -193,29 +279,77 @@ class EmailImapChannel(Channel):
                 # (new mail during a SEARCH) is then picked up soon, and never later
                 # than idle_timeout (< 29 min, RFC 2177).
                 async with session.lock:
-                    await mailbox.idle(min(settings.idle_timeout, settings.poll_interval))
+                    session.idling = True
+                    try:
+                        await mailbox.idle(min(settings.idle_timeout, settings.poll_interval))
+                    finally:
+                        session.idling = False
             else:
                 await asyncio.sleep(settings.poll_interval)
 
+    async def _fetch(
+        self,
+        account_id: str,
+        session: _PollSession,
+        settings: EmailSettings,
+        chunk: list[int],
+        last_uid: int,
+    ) -> PolledBatch:
+        """One chunk as a batch whose cursor is ``last_uid``; its parse starts at once."""
+        async with session.lock:
+            fetched = await session.mailbox.fetch(chunk)
+        validity = session.selected.uidvalidity
+        batch = PolledBatch(
+            items=tuple(
+                PolledItem(
+                    id=str(m.uid),
+                    data=m.data,
+                    meta={
+                        "uid": m.uid,
+                        "uidvalidity": validity,
+                        "folder": settings.folder,
+                        "flags": list(m.flags),
+                        "internaldate": m.internaldate,
+                        "size": m.size,
+                    },
+                )
+                for m in fetched
+            ),
+            cursor={"uidvalidity": validity, "last_uid": last_uid},
+            source=settings.folder,
+        )
+        session.parse_ahead(account_id, batch)
+        return batch
+
     @hookimpl
-    def receive(
+    async def receive(
         self, account: Account[EmailSettings], request: WebhookRequest | PolledBatch
     ) -> list[InboundMessage]:
+        """The batch's messages: parsed by the poll's worker when it took the batch, here
+        otherwise (the same ``read_items``)."""
         batch = _batch(request)
-        out: list[InboundMessage] = []
-        for item in batch.items:
-            if is_dsn_source(item.data):
-                continue  # a bounce: delivery_status reports it
+        messages: list[InboundMessage] | None = None
+        session = self._sessions.get(account.id)
+        pending = session.parsed.pop(id(batch), None) if session is not None else None
+        if pending is not None and pending[0] is batch:
+            future = pending[1]
             try:
-                out.append(parse_message(item.data, account_id=account.id, meta=item.meta))
-            except Exception as exc:
-                # A message the stdlib cannot read at all must neither block the mailbox nor
-                # vanish: it is stored with its source for an agent to open.
-                log.exception("account %s: cannot parse message %s", account.id, item.id)
-                out.append(
-                    unreadable_message(item.data, account_id=account.id, meta=item.meta, error=exc)
-                )
-        return out
+                messages = await asyncio.wrap_future(future)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not future.cancelled() or task is None or task.cancelling():
+                    raise  # we are cancelled, not merely the worker's parse
+            except BrokenProcessPool as exc:
+                log.warning("account %s: the parse worker died (%s)", account.id, exc)
+        if messages is None:
+            messages = read_items(account.id, batch.items)
+        for message in messages:
+            if "parse_error" in message.meta:
+                log.error(
+                    "account %s: cannot parse message %s: %s",
+                    account.id, message.meta.get("uid"), message.meta["parse_error"],
+                )  # fmt: skip
+        return messages
 
     @hookimpl
     def delivery_status(
@@ -244,15 +378,16 @@ class EmailImapChannel(Channel):
         if (
             session is not None
             and session.folder == folder
-            and not session.lock.locked()
+            and not session.idling
             and not session.mailbox.closed
         ):
-            async with session.lock:
-                if validity is not None and int(validity) != session.selected.uidvalidity:
-                    log.warning("account %s: UIDVALIDITY changed, not flagging", account.id)
+            async with session.lock:  # at most the fetch of the next batch is under way
+                if not session.mailbox.closed:
+                    if validity is not None and int(validity) != session.selected.uidvalidity:
+                        log.warning("account %s: UIDVALIDITY changed, not flagging", account.id)
+                        return
+                    await session.mailbox.add_seen(uids)
                     return
-                await session.mailbox.add_seen(uids)
-            return
         async with open_account_mailbox(settings) as mailbox:
             selected = await mailbox.select(batch.source or settings.folder)
             if validity is not None and int(validity) != selected.uidvalidity:

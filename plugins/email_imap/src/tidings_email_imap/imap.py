@@ -152,6 +152,9 @@ class Mailbox:
                 timeout=self.timeout if limit is None else limit,
                 return_when=asyncio.FIRST_COMPLETED,
             )
+        except asyncio.CancelledError:
+            task.cancel()  # the caller gave up (a poll closed with a fetch ahead under way)
+            raise
         finally:
             lost.cancel()
         if task in done:

@@ -15,7 +15,7 @@ import html as html_lib
 import logging
 import mimetypes
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from email import policy
 from email.header import decode_header, make_header
@@ -33,6 +33,7 @@ from tidings import (
     Attachment,
     DeliveryStatus,
     InboundMessage,
+    PolledItem,
     StatusUpdate,
     ThreadHeaders,
     map_status,
@@ -532,6 +533,26 @@ def parse_message(
         source=raw,
         **({"sent_at": sent_at} if sent_at is not None else {}),
     )
+
+
+def read_items(account_id: str, items: Sequence[PolledItem]) -> list[InboundMessage]:
+    """The messages of a batch's items, bounces left out (``parse_dsn`` reads those).
+
+    Never raises for content: a message the stdlib cannot read at all must neither block
+    the mailbox nor vanish, so it becomes an :func:`unreadable_message` (its ``meta``
+    says why) for an agent to open. Module-level and free of state so a worker process
+    can run it (``channel._ParseWorker``); its arguments and result pickle.
+    """
+    out: list[InboundMessage] = []
+    for item in items:
+        if is_dsn_source(item.data):
+            continue  # a bounce: delivery_status reports it
+        try:
+            out.append(parse_message(item.data, account_id=account_id, meta=item.meta))
+        except Exception as exc:
+            out.append(unreadable_message(item.data, account_id=account_id, meta=item.meta,
+                                          error=exc))  # fmt: skip
+    return out
 
 
 # -- delivery status notifications ----------------------------------------------------------

@@ -63,6 +63,11 @@ class EmailSettings(ChannelSettings):
     )
     timeout: float = Field(default=30.0, gt=0, le=600, description="per network call (s)")
     fetch_chunk: int = Field(default=50, ge=1, le=1000, description="messages per batch")
+    parse_worker: bool = Field(
+        default=True,
+        description="parse a backlog (more than one batch) in a worker process, on another "
+        "core, while the previous batch is stored",
+    )
 
     smtp_host: str = Field(min_length=1, max_length=255)
     smtp_port: int | None = Field(default=None, ge=1, le=65535)
