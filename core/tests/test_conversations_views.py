@@ -13,6 +13,7 @@ from tidings.conversations import Draft, Filters, Page, View
 from tidings.conversations.models import DateField, DateRange, Side
 from tidings.errors import Forbidden, NotFound
 from tidings.models import Address
+from tidings.store import search
 from tidings.store.search import SearchQueryError
 
 pytestmark = pytest.mark.anyio
@@ -224,7 +225,20 @@ async def test_a_late_message_recomputes_metrics_as_if_in_order(world: World) ->
     assert m.last_message_at == START + timedelta(minutes=30)
 
 
-async def test_search_customer_names_and_text_by_word_prefix(world: World) -> None:
+@pytest.fixture(params=["index", "walk"])
+def search_plan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each search test runs with both plans of ``search.plan``: matches collected from the
+    full-text index (every query is rare in a small database), and the view walked with
+    each row tested (every query counted as common). Both must find the same rows."""
+    if request.param == "walk":
+        monkeypatch.setattr(search, "COMMON_MIN_HITS", 0)
+        monkeypatch.setattr(search, "COMMON_SHARE", 10**12)
+    return str(request.param)
+
+
+async def test_search_customer_names_and_text_by_word_prefix(
+    world: World, search_plan: str
+) -> None:
     a = await one(
         world, "+48600000001", text="Zamówienie 4711 nie dotarło", name="Żaneta Wiśniewska"
     )
@@ -252,6 +266,29 @@ async def test_search_customer_names_and_text_by_word_prefix(world: World) -> No
             await hits(short)
     flat = await world.svc.messages(world.boss, View.ALL, Filters(search="vat"))
     assert [m.conversation_id for m in flat] == [b]
+    assert await world.svc.messages(world.boss, View.ALL, Filters(search="kowal")) == []
+
+
+async def test_search_plan_walks_the_view_only_for_common_queries(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(search, "COMMON_MIN_HITS", 3)
+    cids = [
+        await one(world, f"+4860000000{i}", text=f"Zamówienie {i}" + (" faktura" if i else ""))
+        for i in range(4)
+    ]
+    world.later(minutes=1)
+    urgent = await one(world, "+48600000009", text="Pilne zamówienie")
+    async with world.store.read() as conn:
+        assert (await search.plan(conn, "zamów")).common  # 5 messages of 5
+        assert (await search.plan(conn, "faktur")).common  # 3: the cap
+        assert not (await search.plan(conn, "pilne")).common
+        assert not (await search.plan(conn, "zamów pilne")).common
+    # The walk stops after a page, in the view's order.
+    page = await world.svc.view(world.boss, View.ALL, Filters(search="zamów"), Page(limit=2))
+    assert [r.id for r in page] == [urgent, cids[3]]
+    newest = await world.svc.messages(world.boss, View.ALL, Filters(search="zamów"), Page(limit=2))
+    assert [m.text for m in newest] == ["Pilne zamówienie", "Zamówienie 3 faktura"]
 
 
 async def test_flat_message_view(world: World) -> None:

@@ -157,7 +157,11 @@ def _contains(column: sa.ColumnElement[str], text: str) -> sa.ColumnElement[bool
     return sa.func.lower(column).like(f"%{escaped.lower()}%", escape="\\")
 
 
-def filter_conditions(filters: Filters, dialect: str) -> list[sa.ColumnElement[bool]]:
+def filter_conditions(
+    filters: Filters, dialect: str, searching: search.Plan | None = None
+) -> list[sa.ColumnElement[bool]]:
+    """The filters as conditions on conversations; a search needs its plan
+    (:func:`tidings.store.search.plan`, chosen in the caller's transaction)."""
     conds: list[sa.ColumnElement[bool]] = []
     for rng in filters.dates:
         column = _DATE_COLUMNS[rng.field]
@@ -218,11 +222,9 @@ def filter_conditions(filters: Filters, dialect: str) -> list[sa.ColumnElement[b
     if filters.state is not None:
         conds.append(c.c.state == filters.state.value)
     if filters.search is not None:
-        tokens = search.query_tokens(filters.search)
-        matches = search.matching_conversations(dialect, tokens).columns(
-            sa.column("conversation_id", sa.Integer)
-        )
-        conds.append(c.c.id.in_(sa.select(matches.subquery().c.conversation_id)))
+        if searching is None:
+            raise ValueError("a search filter needs its plan (tidings.store.search.plan)")
+        conds.append(search.conversations_matching(dialect, searching))
     if filters.sla is not None:
         cr = tables_routing.conversation_routing
         flag = cr.c[f"{filters.sla.value}_at"]

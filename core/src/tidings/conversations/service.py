@@ -799,19 +799,20 @@ class Conversations:
         """A view, restricted to what the agent may see; starred first, then by activity."""
         filters = filters or Filters()
         page = page or Page()
-        conds = [
-            queries.visible(actor),
-            queries.view_condition(actor, view),
-            *queries.filter_conditions(filters, self.store.dialect),
-        ]
-        query = (
-            sa.select(c)
-            .where(*conds)
-            .order_by(c.c.starred.desc(), c.c.last_message_at.desc(), c.c.id.desc())
-            .limit(page.limit)
-            .offset(page.offset)
-        )
         async with self.store.read() as conn:
+            searching = await self._search_plan(conn, filters.search)
+            conds = [
+                queries.visible(actor),
+                queries.view_condition(actor, view),
+                *queries.filter_conditions(filters, self.store.dialect, searching),
+            ]
+            query = (
+                sa.select(c)
+                .where(*conds)
+                .order_by(c.c.starred.desc(), c.c.last_message_at.desc(), c.c.id.desc())
+                .limit(page.limit)
+                .offset(page.offset)
+            )
             rows = (await conn.execute(query)).all()
             return await self._summaries(conn, rows)
 
@@ -829,28 +830,30 @@ class Conversations:
         filters = filters or Filters()
         page = page or Page()
         conv_filters = filters.model_copy(update={"search": None})
-        conds = [
-            queries.visible(actor),
-            queries.message_view_condition(actor, view),
-            *queries.filter_conditions(conv_filters, self.store.dialect),
-        ]
-        if filters.search is not None:
-            tokens = search.query_tokens(filters.search)
-            hits = search.matching_messages(self.store.dialect, tokens).columns(
-                sa.column("message_id", sa.Integer)
-            )
-            conds.append(m.c.id.in_(sa.select(hits.subquery().c.message_id)))
-        query = (
-            sa.select(m)
-            .join(c, c.c.id == m.c.conversation_id)
-            .where(*conds)
-            .order_by(m.c.sent_at.desc(), m.c.id.desc())
-            .limit(page.limit)
-            .offset(page.offset)
-        )
         async with self.store.read() as conn:
+            searching = await self._search_plan(conn, filters.search)
+            conds = [
+                queries.visible(actor),
+                queries.message_view_condition(actor, view),
+                *queries.filter_conditions(conv_filters, self.store.dialect),
+            ]
+            if searching is not None:
+                conds.append(search.messages_matching(self.store.dialect, searching))
+            query = (
+                sa.select(m)
+                .join(c, c.c.id == m.c.conversation_id)
+                .where(*conds)
+                .order_by(m.c.sent_at.desc(), m.c.id.desc())
+                .limit(page.limit)
+                .offset(page.offset)
+            )
             rows = (await conn.execute(query)).all()
             return await self._message_views(conn, actor, rows)
+
+    @staticmethod
+    async def _search_plan(conn: AsyncConnection, text: str | None) -> search.Plan | None:
+        """The search's plan, chosen in the transaction that runs it (None: no search)."""
+        return None if text is None else await search.plan(conn, text)
 
     async def _message_views(
         self, conn: AsyncConnection, actor: Actor, rows: Sequence[sa.Row[Any]]
