@@ -62,7 +62,7 @@ from tidings.conversations import Actor, Conversations, Draft, Filters, Role, Vi
 from tidings.conversations.models import DateField, DateRange
 from tidings.plugins import Plugins, load_plugins
 from tidings.routing import add_agent
-from tidings.store import Store
+from tidings.store import Store, search
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 YEAR = timedelta(days=365)
@@ -865,6 +865,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="measure an already loaded database (same sizes and seed)",
     )
     parser.add_argument(
+        "--search-plan",
+        choices=("auto", "index", "walk"),
+        default="auto",
+        help="auto: tidings.store.search.plan decides; index/walk: force one plan for every "
+        "search (to compare the plans on the same database)",
+    )
+    parser.add_argument(
         "--only",
         action="append",
         default=[],
@@ -873,10 +880,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)  # fmt: skip
 
 
+def force_search_plan(choice: str) -> None:
+    """Make ``search.plan`` choose one plan for every query (``auto``: leave it alone)."""
+    if choice == "index":  # never common: every match collected first
+        search.COMMON_MIN_HITS = 2**62
+    elif choice == "walk":  # always common: the view walked, each row tested
+        search.COMMON_MIN_HITS, search.COMMON_SHARE = 0, 2**62
+
+
 async def main(args: argparse.Namespace) -> None:
     started = time.perf_counter()
+    force_search_plan(args.search_plan)
     say(f"tidings conversation benchmark: {args.messages:,} messages, {args.conversations:,} "
-        f"conversations, backend {args.backend}, pid {os.getpid()}")  # fmt: skip
+        f"conversations, backend {args.backend}, search plan {args.search_plan}, "
+        f"pid {os.getpid()}")  # fmt: skip
     plan = make_plan(args.seed, args.conversations, args.messages)
     say(f"  plan made in {time.perf_counter() - started:.1f} s")
     if args.backend in ("sqlite", "both"):

@@ -158,7 +158,7 @@ _conversation_search = sa.table(
 _POSTGRESQL_KEYS = {"message_search": "message_id", "conversation_search": "conversation_id"}
 """The key column of each search table on PostgreSQL (on SQLite: the FTS5 rowid)."""
 
-COMMON_SHARE = 50
+COMMON_SHARE = 100
 """A query matching at least one message in this many is *common* (see :func:`plan`)."""
 COMMON_MIN_HITS = 1_000
 """...and at least this many messages: below it, collecting every match costs little."""
@@ -195,21 +195,21 @@ async def plan(conn: AsyncConnection, query: str) -> Plan:
 
 
 def _document_matches(
-    dialect: str, table: sa.TableClause, key: sa.ColumnElement[Any], tokens: Sequence[str]
+    dialect: str, table: sa.TableClause, tokens: Sequence[str]
 ) -> sa.ColumnElement[bool]:
-    """The one document of ``table`` keyed ``key`` holds every token as a word prefix,
-    tested on that row alone (no index scan): the test of the walking plan."""
+    """The row of ``table`` at hand holds every token as a word prefix, tested on that
+    row alone (no index scan): the test of the walking plan."""
     if dialect == "postgresql":
-        return sa.exists().where(
-            table.c[_POSTGRESQL_KEYS[table.name]] == key,
-            table.c.vector.op("@@")(sa.func.to_tsquery("simple", _tsquery(tokens))),
-        )
+        return table.c.vector.op("@@")(sa.func.to_tsquery("simple", _tsquery(tokens)))
     # Documents are our tokens joined by single spaces, so " " + token found in
     # " " + document is exactly "a word starting with token" — what FTS5's "token"* means.
-    doc = sa.literal(" ", sa.Text).concat(
-        sa.select(table.c.tokens).where(table.c.rowid == key).scalar_subquery()
-    )
+    doc = sa.literal(" ", sa.Text).concat(table.c.tokens)
     return sa.and_(*(sa.func.instr(doc, " " + t) > 0 for t in tokens))
+
+
+def _key(dialect: str, table: sa.TableClause) -> sa.ColumnElement[Any]:
+    """The id a search row belongs to: FTS5's rowid on SQLite, a plain column on PostgreSQL."""
+    return table.c[_POSTGRESQL_KEYS[table.name] if dialect == "postgresql" else "rowid"]
 
 
 def conversations_matching(dialect: str, search: Plan) -> sa.ColumnElement[bool]:
@@ -217,13 +217,18 @@ def conversations_matching(dialect: str, search: Plan) -> sa.ColumnElement[bool]
     conversation, contains a word starting with every token."""
     conv, msgs = tables.conversations, tables.messages
     if search.common:
-        return sa.or_(
-            sa.exists().where(
-                msgs.c.conversation_id == conv.c.id,
-                _document_matches(dialect, _message_search, msgs.c.id, search.tokens),
-            ),
-            _document_matches(dialect, _conversation_search, conv.c.id, search.tokens),
+        ms, cs = _message_search, _conversation_search
+        in_message = (
+            sa.select(sa.literal(1))
+            .select_from(msgs.join(ms, _key(dialect, ms) == msgs.c.id))
+            .where(
+                msgs.c.conversation_id == conv.c.id, _document_matches(dialect, ms, search.tokens)
+            )
         )
+        in_name = sa.select(sa.literal(1)).where(
+            _key(dialect, cs) == conv.c.id, _document_matches(dialect, cs, search.tokens)
+        )
+        return sa.or_(in_message.exists(), in_name.exists())
     matches = matching_conversations(dialect, search.tokens).columns(
         sa.column("conversation_id", sa.Integer)
     )
@@ -232,9 +237,11 @@ def conversations_matching(dialect: str, search: Plan) -> sa.ColumnElement[bool]
 
 def messages_matching(dialect: str, search: Plan) -> sa.ColumnElement[bool]:
     """Condition on ``messages``: the message contains a word starting with every token."""
-    msgs = tables.messages
+    msgs, ms = tables.messages, _message_search
     if search.common:
-        return _document_matches(dialect, _message_search, msgs.c.id, search.tokens)
+        return sa.exists().where(
+            _key(dialect, ms) == msgs.c.id, _document_matches(dialect, ms, search.tokens)
+        )
     hits = matching_messages(dialect, search.tokens).columns(sa.column("message_id", sa.Integer))
     return msgs.c.id.in_(sa.select(hits.subquery().c.message_id))
 
