@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import errno
-import multiprocessing
+import subprocess
 from contextlib import aclosing
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -242,6 +243,19 @@ def corpus() -> list[bytes]:
     return shapes + [samples.numbered(i, prefix="w") for i in range(len(shapes))]
 
 
+def parse_workers() -> int:
+    """How many parse worker processes this process runs now (from /proc)."""
+    count = 0
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue  # ended meanwhile
+            count += b"tidings_email_imap.parse_worker" in cmdline
+    return count
+
+
 async def receive_backlog(acct: Account[EmailSettings]) -> tuple[list[Any], list[Any], int]:
     """Poll and receive through one handle, as ``sync_account`` does: the messages; the
     same batches parsed in this process (a handle without the poll's session); and how
@@ -253,7 +267,7 @@ async def receive_backlog(acct: Account[EmailSettings]) -> tuple[list[Any], list
     async with aclosing(channel.poll(acct, None, follow=False)) as batches:
         async for batch in batches:
             messages.extend(await channel.receive(acct, batch))
-            workers = max(workers, len(multiprocessing.active_children()))
+            workers = max(workers, parse_workers())
             here.extend(await handle().receive(acct, batch))
     return messages, here, workers
 
@@ -265,7 +279,7 @@ async def test_a_backlog_is_parsed_in_a_worker_process_exactly_as_in_process(
     acct = account(imap_server, mail_user, fetch_chunk=3)
     in_worker, in_process, workers = await receive_backlog(acct)
     assert workers == 1
-    assert multiprocessing.active_children() == []  # stopped with its backlog
+    assert parse_workers() == 0  # stopped with its backlog
     assert len(in_worker) == len(corpus()) - 1  # the bounce is a delivery report
     # The same messages (mail without a date is dated when it is read).
     assert [m.model_dump(exclude={"sent_at"}) for m in in_worker] == [
@@ -296,11 +310,10 @@ async def test_without_a_worker_process_the_backlog_is_parsed_here(
     """Where no process may be started (a sandbox, a process limit), parsing falls back to
     this process and nothing is lost."""
 
-    def refuse(process: Any) -> Any:
-        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")  # as fork(2) does
 
-    spawn = multiprocessing.get_context("spawn")
-    monkeypatch.setattr(spawn.Process, "_Popen", staticmethod(refuse))
+    monkeypatch.setattr(subprocess, "Popen", refuse)
     uids = imap_server.append_many(mail_user, corpus())
     messages, _, workers = await receive_backlog(account(imap_server, mail_user, fetch_chunk=3))
     assert workers == 0

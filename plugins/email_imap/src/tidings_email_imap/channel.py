@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import multiprocessing
+import os
+import pickle
+import subprocess
+import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,39 +75,76 @@ def _batch(request: WebhookRequest | PolledBatch) -> PolledBatch:
     return request
 
 
+class ParseWorkerError(RuntimeError):
+    """The parse worker process went away; the batch is parsed in this process."""
+
+
 class _ParseWorker:
     """One worker process that parses the batches of a backlog while the core ingests.
 
     A sync spends about half its CPU parsing MIME and the other half threading and
     storing, all on one core. With the worker, batch N+1 is parsed on another core while
     batch N is committed. It is started only for a backlog (more than one batch waiting)
-    and stopped when the backlog is done, so an idle account costs no process. ``spawn``
-    (never ``fork``): the parent runs threads (the database driver's), and a fresh
-    interpreter holds only what parsing needs. Where no process can be started, or the
+    and stopped when the backlog is done, so an idle account costs no process. It is a
+    fresh interpreter (``python -m tidings_email_imap.parse_worker``) speaking pickle over
+    its pipes, never a ``fork`` of this process (which runs the database driver's threads)
+    nor ``multiprocessing``'s spawn (which re-imports the parent's ``__main__``). One
+    thread writes each request and reads its answer, so requests are answered in order
+    and the event loop never blocks on the pipes. Where no process can be started, or the
     worker dies, parsing happens in this process as before.
     """
 
     def __init__(self) -> None:
-        self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self._process: subprocess.Popen[bytes] | None = subprocess.Popen(
+            [sys.executable, "-m", "tidings_email_imap.parse_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
         )
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="email-parse-io")
 
     def submit(self, account_id: str, items: Sequence[PolledItem]) -> Parsed | None:
-        """The parse of ``items`` under way, or None when no worker can take it."""
-        if self._pool is None:
+        """The parse of ``items`` under way, or None when the worker has stopped."""
+        process = self._process
+        if process is None:
             return None
+        return self._io.submit(self._round_trip, process, account_id, items)
+
+    @staticmethod
+    def _round_trip(
+        process: subprocess.Popen[bytes], account_id: str, items: Sequence[PolledItem]
+    ) -> list[InboundMessage]:
+        assert process.stdin is not None
+        assert process.stdout is not None
         try:
-            return self._pool.submit(read_items, account_id, items)
-        except (OSError, RuntimeError, NotImplementedError, BrokenProcessPool) as exc:
-            log.warning("no parse worker (%s): parsing in this process", exc)
-            self.stop()
-            return None
+            pickle.dump((account_id, tuple(items)), process.stdin, pickle.HIGHEST_PROTOCOL)
+            process.stdin.flush()
+            parsed: list[InboundMessage] = pickle.load(process.stdout)  # noqa: S301 (our child)
+        except (OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+            raise ParseWorkerError(f"the parse worker stopped: {exc!r}") from exc
+        # The worker leaves the sources out (half of what crosses the pipe); each message
+        # gets back the very bytes object its item holds, so a batch keeps one copy.
+        sources = {item.meta.get("uid"): item.data for item in items}
+        return [m.model_copy(update={"source": sources[m.meta.get("uid")]}) for m in parsed]
 
     def stop(self, *, wait: bool = False) -> None:
-        """Stop the worker; parses not started yet are dropped (their batches parse here)."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=True)
+        """End the worker. ``wait``: let it finish the requests sent so far and exit;
+        otherwise it is killed (the poll was closed early; nobody wants those batches)."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if wait:
+            self._io.shutdown(wait=True)
+        else:
+            process.kill()
+            self._io.shutdown(wait=False, cancel_futures=True)
+        assert process.stdin is not None
+        assert process.stdout is not None
+        with contextlib.suppress(OSError):
+            process.stdin.close()  # end of requests: the worker exits
+        process.wait()
+        process.stdout.close()
 
 
 @dataclass
@@ -131,7 +171,7 @@ class _PollSession:
         if self.worker is None:
             try:
                 self.worker = _ParseWorker()
-            except (OSError, ValueError, NotImplementedError) as exc:
+            except OSError as exc:  # no process may be started here (a sandbox, a limit)
                 log.warning("no parse worker (%s): parsing in this process", exc)
 
     async def stop_worker(self) -> None:
@@ -339,8 +379,11 @@ class EmailImapChannel(Channel):
                 task = asyncio.current_task()
                 if not future.cancelled() or task is None or task.cancelling():
                     raise  # we are cancelled, not merely the worker's parse
-            except BrokenProcessPool as exc:
-                log.warning("account %s: the parse worker died (%s)", account.id, exc)
+            except ParseWorkerError as exc:
+                log.warning("account %s: %s; parsing in this process", account.id, exc)
+                if session is not None and session.worker is not None:
+                    session.worker.stop()
+                    session.worker = None
         if messages is None:
             messages = read_items(account.id, batch.items)
         for message in messages:
