@@ -2,11 +2,13 @@
 
 HTTP goes through one ``httpx.AsyncClient`` per account, kept for the life of the channel
 so sends reuse keep-alive connections to Twilio. httpx stays the API (respx can mock it);
-the transport underneath is chosen here: by default ``httpx-aiohttp``'s ``AiohttpTransport``,
-because httpx's own connection pool spends several milliseconds of CPU per request once
-dozens of sends are in flight, while aiohttp's stays under one (see the README's figures).
+the transport underneath is chosen here: by default our :class:`AiohttpTransport`, because
+httpx's own connection pool spends several milliseconds of CPU per request once dozens of
+sends are in flight, while aiohttp's stays well under one (see the README's figures).
 Pass ``transport=`` to use another one: a transport instance (shared by every account's
 client — what tests do with respx) or a zero-argument factory (one transport per account).
+
+Sends give the client a request prepared once per account (``send.Messages``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from tidings import (
     Account,
@@ -38,8 +39,9 @@ from tidings import (
 )
 from tidings_sms_twilio.receive import parse_inbound, parse_status
 from tidings_sms_twilio.segments import count_segments
-from tidings_sms_twilio.send import send_message
+from tidings_sms_twilio.send import Messages, send_message
 from tidings_sms_twilio.settings import TwilioSettings
+from tidings_sms_twilio.transport import AiohttpTransport
 
 TransportSpec = httpx.AsyncBaseTransport | Callable[[], httpx.AsyncBaseTransport]
 
@@ -62,13 +64,13 @@ def _user_agent() -> str:
 
 def default_transport() -> httpx.AsyncBaseTransport:
     """aiohttp's connection pool under the httpx API (the fastest we measured)."""
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=50, keepalive_expiry=60)
-    return AiohttpTransport(limits=limits)
+    return AiohttpTransport(max_connections=100, keepalive_expiry=60)
 
 
 @dataclass
 class _Pooled:
     client: httpx.AsyncClient
+    messages: Messages
     settings: TwilioSettings
     loop: asyncio.AbstractEventLoop
 
@@ -106,10 +108,17 @@ class TwilioSms(Channel):
         A client is rebuilt when the account's settings change, or when it is used from a
         different event loop (its connections belong to the loop that opened them).
         """
+        return (await self._pooled(account)).client
+
+    async def _pooled(self, account: Account[TwilioSettings]) -> _Pooled:
         loop = asyncio.get_running_loop()
         pooled = self._pool.get(account.id)
-        if pooled is not None and pooled.settings == account.settings and pooled.loop is loop:
-            return pooled.client
+        if (
+            pooled is not None
+            and pooled.loop is loop
+            and (pooled.settings is account.settings or pooled.settings == account.settings)
+        ):
+            return pooled
         settings = account.settings
         client = httpx.AsyncClient(
             transport=self._new_transport(),
@@ -118,10 +127,11 @@ class TwilioSms(Channel):
             follow_redirects=False,
             trust_env=False,
         )
-        self._pool[account.id] = _Pooled(client, settings, loop)
+        fresh = _Pooled(client, Messages.of(client, settings), settings, loop)
+        self._pool[account.id] = fresh
         if pooled is not None and pooled.loop is loop:
             await pooled.client.aclose()  # settings changed: drop the old connections
-        return client
+        return fresh
 
     async def aclose(self) -> None:
         """Close every pooled client (at shutdown)."""
@@ -139,7 +149,7 @@ class TwilioSms(Channel):
 
     @hookimpl
     async def send(self, account: Account[TwilioSettings], message: OutboundMessage) -> SendResult:
-        return await send_message(await self.client(account), account, message)
+        return await send_message((await self._pooled(account)).messages, account, message)
 
     @hookimpl
     async def delivery_status(
