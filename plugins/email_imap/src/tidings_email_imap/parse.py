@@ -218,6 +218,25 @@ def header(msg: Message, name: str) -> str | None:
         return None
 
 
+def raw_header(msg: Message, name: str) -> str | None:
+    """A header's text as it came (unfolded), for message ids, dates and tokens.
+
+    The header registry parses such values into structures we do not use (a message id's
+    parse tree, a date re-formatted from the datetime) and that is most of what parsing
+    a message costs: these values are unique per message, so no cache helps. They are
+    never RFC 2047 encoded, and what we take from them (ids by pattern, the date by
+    ``parsedate_to_datetime``) is the same from the raw text.
+    """
+    wanted = name.lower()
+    for key, value in msg.raw_items():
+        if key.lower() == wanted:
+            text = str(value)
+            if not text.isascii():  # 8-bit bytes arrive as surrogates: read them as UTF-8
+                text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            return _one_line(text)
+    return None
+
+
 def _decode_words(value: str) -> str:
     try:
         return str(make_header(decode_header(value)))
@@ -260,7 +279,7 @@ def message_ids(value: str | None) -> tuple[str, ...]:
 
 
 def _message_id(msg: Message) -> str | None:
-    value = header(msg, "Message-ID")
+    value = raw_header(msg, "Message-ID")
     if not value:
         return None
     found = _MSGID.findall(value)
@@ -303,7 +322,7 @@ def addresses(msg: Message, name: str) -> list[Address]:
 
 
 def _sent_at(msg: Message, internaldate: str | None) -> datetime | None:
-    for value in (header(msg, "Date"), internaldate):
+    for value in (raw_header(msg, "Date"), internaldate):
         if not value:
             continue
         try:
@@ -318,12 +337,12 @@ def _sent_at(msg: Message, internaldate: str | None) -> datetime | None:
 
 def is_auto_reply(msg: Message) -> bool:
     """Out-of-office and other machine answers (RFC 3834 and the common vendor headers)."""
-    auto_submitted = (header(msg, "Auto-Submitted") or "").lower()
+    auto_submitted = (raw_header(msg, "Auto-Submitted") or "").lower()
     if auto_submitted and auto_submitted.split(";")[0].strip() != "no":
         return True
-    if header(msg, "X-Autoreply") or header(msg, "X-Autorespond"):
+    if raw_header(msg, "X-Autoreply") or raw_header(msg, "X-Autorespond"):
         return True
-    precedence = (header(msg, "Precedence") or "").lower()
+    precedence = (raw_header(msg, "Precedence") or "").lower()
     if precedence in ("bulk", "auto_reply", "junk"):
         return True
     return bool(_AUTO_SUBJECT.match(header(msg, "Subject") or ""))
@@ -443,7 +462,7 @@ def attachments_of(msg: EmailMessage, skip: Iterable[Message]) -> list[Attachmen
                 # not a file; it is kept in ``source`` and appended to the text below.
                 continue
             data = part_bytes(part)
-        content_id = header(part, "Content-ID")
+        content_id = raw_header(part, "Content-ID")
         out.append(
             Attachment(
                 filename=name or _default_name(content_type, index),
@@ -501,7 +520,7 @@ def parse_message(
 
     message_id = _message_id(msg)
     provider_id = message_id or synthetic_id(account_id, raw)
-    references = message_ids(header(msg, "References"))[-_MAX_REFERENCES:]
+    references = message_ids(raw_header(msg, "References"))[-_MAX_REFERENCES:]
     extras: dict[str, Any] = {**meta}
     reply_to = addresses(msg, "Reply-To")
     if reply_to:
@@ -525,7 +544,7 @@ def parse_message(
         attachments=tuple(attachments_of(msg, [p for p in (plain, rich) if p is not None])),
         thread=ThreadHeaders(
             message_id=provider_id,
-            in_reply_to=message_ids(header(msg, "In-Reply-To"))[:5],
+            in_reply_to=message_ids(raw_header(msg, "In-Reply-To"))[:5],
             references=references,
         ),
         auto_reply=is_auto_reply(msg),
