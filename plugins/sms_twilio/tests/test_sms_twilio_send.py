@@ -302,6 +302,18 @@ async def test_one_client_per_account_reused(router: respx.Router) -> None:
     await channel.aclose()
 
 
+@pytest.mark.anyio
+async def test_cookies_are_not_kept(
+    channel: TwilioSms, handle: ChannelHandle, router: respx.Router
+) -> None:
+    """An API client with fixed credentials has no session: a Set-Cookie changes nothing."""
+    route = route_send(router, headers={"Set-Cookie": "session=abc; Path=/"})
+    await handle.send(account(), outbound())
+    await handle.send(account(), outbound())
+    assert "cookie" not in route.calls.last.request.headers
+    assert not (await channel.client(account())).cookies
+
+
 @pytest.fixture
 async def local_twilio() -> AsyncIterator[tuple[str, list[tuple[str, int]]]]:
     """A local Twilio-shaped Messages endpoint over real TCP; records each request's peer."""

@@ -223,7 +223,7 @@ class Outbox:
 
         async def feed(send: MemoryObjectSendStream[_Job]) -> None:
             for job in jobs:
-                await send.send(job)
+                await _put(send, job)
 
         await self._pipeline(feed, max(1, min(concurrency, len(jobs))), outcome)
         return outcome
@@ -263,7 +263,7 @@ class Outbox:
                     continue
                 backoff = idle
                 for job in jobs:
-                    await send.send(job)
+                    await _put(send, job)
                 if not claims:
                     with anyio.move_on_after(idle):
                         await stop.wait()
@@ -334,8 +334,8 @@ class Outbox:
         self, jobs: MemoryObjectReceiveStream[_Job], done: MemoryObjectSendStream[_Done]
     ) -> None:
         async with jobs, done:
-            async for job in jobs:
-                await done.send(await self._attempt(job))
+            while (job := await _take(jobs)) is not None:
+                await _put(done, await self._attempt(job))
 
     async def _attempt(self, job: _Job) -> _Done:
         """One claim's attempts at the provider (never raises: the outcome is data)."""
@@ -682,6 +682,34 @@ async def notify_status_changes(
             )
         except Exception:
             log.exception("a delivery_status_changed listener failed")
+
+
+async def _put(stream: MemoryObjectSendStream[Any], item: Any) -> None:
+    """``stream.send(item)`` without its scheduling round when there is room.
+
+    anyio's ``send`` and ``receive`` first yield to the event loop (a checkpoint) even when
+    they need not wait; with two hand-offs per message that was a few percent of the
+    worker's CPU. The senders and the feeder wait on the provider and the database anyway,
+    so they still give way to each other.
+    """
+    try:
+        stream.send_nowait(item)
+    except anyio.WouldBlock:
+        await stream.send(item)
+
+
+async def _take(stream: MemoryObjectReceiveStream[_Job]) -> _Job | None:
+    """The next item (``None`` once the stream is closed), waiting only when there is none
+    (see ``_put``)."""
+    try:
+        return stream.receive_nowait()
+    except anyio.WouldBlock:
+        try:
+            return await stream.receive()
+        except anyio.EndOfStream:
+            return None
+    except anyio.EndOfStream:
+        return None
 
 
 @functools.lru_cache(maxsize=4096)
