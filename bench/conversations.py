@@ -894,9 +894,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def force_search_plan(choice: str) -> None:
     """Make ``search.plan`` choose one plan for every query (``auto``: leave it alone)."""
     if choice == "index":  # never common: every match collected first
-        search.COMMON_MIN_HITS = 2**62
+        search.COMMON_HITS = 2**62
     elif choice == "walk":  # always common: the view walked, each row tested
-        search.COMMON_MIN_HITS, search.COMMON_SHARE = 0, 2**62
+        search.COMMON_HITS = 0
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -231,8 +231,7 @@ def search_plan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     full-text index (every query is rare in a small database), and the view walked with
     each row tested (every query counted as common). Both must find the same rows."""
     if request.param == "walk":
-        monkeypatch.setattr(search, "COMMON_MIN_HITS", 0)
-        monkeypatch.setattr(search, "COMMON_SHARE", 10**12)
+        monkeypatch.setattr(search, "COMMON_HITS", 0)
     return str(request.param)
 
 
@@ -272,18 +271,19 @@ async def test_search_customer_names_and_text_by_word_prefix(
 async def test_search_plan_walks_the_view_only_for_common_queries(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(search, "COMMON_MIN_HITS", 3)
-    cids = [
-        await one(world, f"+4860000000{i}", text=f"Zamówienie {i}" + (" faktura" if i else ""))
-        for i in range(4)
-    ]
+    monkeypatch.setattr(search, "SAMPLE_MESSAGES", 4)  # the newest 4 messages count
+    monkeypatch.setattr(search, "COMMON_HITS", 2)
+    texts = ["Zamówienie 0 hulajnoga", "Zamówienie 1 hulajnoga", "Zamówienie 2 faktura",
+             "Zamówienie 3 faktura"]  # fmt: skip
+    cids = [await one(world, f"+4860000000{i}", text=text) for i, text in enumerate(texts)]
     world.later(minutes=1)
     urgent = await one(world, "+48600000009", text="Pilne zamówienie")
     async with world.store.read() as conn:
-        assert (await search.plan(conn, "zamów")).common  # 5 messages of 5
-        assert (await search.plan(conn, "faktur")).common  # 3: the cap
-        assert not (await search.plan(conn, "pilne")).common
-        assert not (await search.plan(conn, "zamów pilne")).common
+        assert (await search.plan(conn, "zamów")).common  # 4 of the newest 4
+        assert (await search.plan(conn, "faktur")).common  # 2 of them
+        assert not (await search.plan(conn, "pilne")).common  # 1
+        assert not (await search.plan(conn, "zamów pilne")).common  # 1: every word counts
+        assert not (await search.plan(conn, "hulajnoga")).common  # 2, but 1 of the newest
     # The walk stops after a page, in the view's order.
     page = await world.svc.view(world.boss, View.ALL, Filters(search="zamów"), Page(limit=2))
     assert [r.id for r in page] == [urgent, cids[3]]

@@ -158,10 +158,10 @@ _conversation_search = sa.table(
 _POSTGRESQL_KEYS = {"message_search": "message_id", "conversation_search": "conversation_id"}
 """The key column of each search table on PostgreSQL (on SQLite: the FTS5 rowid)."""
 
-COMMON_SHARE = 100
-"""A query matching at least one message in this many is *common* (see :func:`plan`)."""
-COMMON_MIN_HITS = 1_000
-"""...and at least this many messages: below it, collecting every match costs little."""
+SAMPLE_MESSAGES = 5_000
+"""How many of the newest messages :func:`plan` counts matches in."""
+COMMON_HITS = 50
+"""A query matching this many of them (1 in 100) is *common*: the view is walked."""
 
 
 @dataclass(frozen=True)
@@ -174,24 +174,32 @@ class Plan:
 
 
 async def plan(conn: AsyncConnection, query: str) -> Plan:
-    """Choose the plan by counting matching messages in the index, up to a cap.
+    """Choose the plan from the share of the newest messages that match.
 
     A view shows one page in its own order. For a rare query the index hands over its few
     matches and the page is sorted from those; for a common one (``zamów…`` is in a third of
     the messages) collecting the matches is O(matches) — hundreds of milliseconds at a
     million messages — while walking the view in order and testing each conversation fills
-    a page after a few dozen. Neither plan suits both, and which one wins depends on the
-    share of messages matching: the count stops at the cap (``COMMON_SHARE`` of all
-    messages, at least ``COMMON_MIN_HITS``), so deciding costs at most the cap. Both plans
-    find the same rows; only their cost differs.
+    a page after a few dozen. Which plan wins depends on the share of messages matching,
+    and the walk's cost on that share where it walks: among recent activity. So the matches
+    are counted among the newest ``SAMPLE_MESSAGES`` messages (a range of ids: bounded work
+    whatever the query or the database size, on both stores) and ``COMMON_HITS`` of them
+    make the query common. The same data gives the same plan on both stores, and both
+    plans find the same rows; only their cost differs.
     """
     tokens = tuple(query_tokens(query))
-    total = (await conn.execute(sa.select(sa.func.max(tables.messages.c.id)))).scalar()
-    cap = max(COMMON_MIN_HITS, int(total or 0) // COMMON_SHARE)
-    hits = matching_messages(conn.dialect.name, tokens).columns(sa.column("message_id"))
-    capped = sa.select(hits.subquery().c.message_id).limit(cap).subquery()
-    count = (await conn.execute(sa.select(sa.func.count()).select_from(capped))).scalar_one()
-    return Plan(tokens, common=count >= cap)
+    newest = (await conn.execute(sa.select(sa.func.max(tables.messages.c.id)))).scalar()
+    floor = int(newest or 0) - SAMPLE_MESSAGES
+    if conn.dialect.name == "postgresql":
+        count = sa.text(
+            "SELECT count(*) FROM message_search "
+            "WHERE message_id > :floor AND vector @@ to_tsquery('simple', :tsq)"
+        ).bindparams(floor=floor, tsq=_tsquery(tokens))
+    else:
+        count = sa.text(
+            "SELECT count(*) FROM message_search WHERE message_search MATCH :fts AND rowid > :floor"
+        ).bindparams(floor=floor, fts=_fts_query(tokens))
+    return Plan(tokens, common=(await conn.execute(count)).scalar_one() >= COMMON_HITS)
 
 
 def _document_matches(
