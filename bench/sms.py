@@ -1,7 +1,7 @@
 """The SMS benchmark: the whole outbox pipeline against a bare aiohttp loop (issue 9).
 
     .venv/bin/python bench/sms.py [--messages 5000] [--concurrency 50] [--latency 0,20]
-        [--backend sqlite|postgresql|both]
+        [--backend sqlite|postgresql|both] [--rounds 3]
 
 For each added provider latency it starts the local Twilio-shaped server
 (``twilio_server.py``, its own process) and measures, in this process:
@@ -9,14 +9,18 @@ For each added provider latency it starts the local Twilio-shaped server
 * **pipeline** — a real tidings ``Runtime`` (store, plugins, the ``sms_twilio`` channel
   from its entry point, its default transport) with an account whose ``base_url`` is the
   local server. ``--messages`` messages, each to its own customer, are composed through
-  ``Conversations.send`` (timed on their own), then the outbox worker loop
-  (``Outbox.run``) sends them at ``--concurrency`` until the outbox is empty;
+  ``Conversations.send`` (timed on their own, once), then the outbox worker loop
+  (``Outbox.run``) sends them at ``--concurrency`` until the outbox is empty; later rounds
+  put the same messages back in the outbox (SQL) and send them again;
 * **bare aiohttp** — one ``aiohttp.ClientSession``, ``--concurrency`` tasks POSTing the same
   form bodies with Basic auth and reading the sid: the floor any sender pays.
 
 Both count messages per second of wall time and CPU seconds of this process per message
 (``time.process_time``, every thread: SQLite's driver thread included; the PostgreSQL
 server's own CPU is not). The server checks that every message arrived exactly once.
+Each of ``--rounds`` rounds runs bare aiohttp, the channel's send hook alone and the
+pipeline one after another, so each round's ratios compare figures taken under the same
+load of this shared machine; the last line gives their range over the rounds.
 The official Twilio SDK is not installed here; ``bench/README.md`` quotes the issue's
 figures for it.
 """
@@ -27,12 +31,14 @@ import argparse
 import asyncio
 import os
 import secrets
+import statistics
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -180,20 +186,49 @@ async def unsent(runtime: Runtime, ids: list[int]) -> int:
         )
 
 
-async def pipeline(
-    database_url: str, server: TwilioServer, n: int, concurrency: int, phases: list[Phase]
-) -> None:
+async def composed(
+    runtime: Runtime, actor: Actor, server: TwilioServer, n: int, concurrency: int
+) -> tuple[list[int], Phase]:
+    """Warm the worker up (imports, connections, caches), then compose ``n`` messages
+    through ``Conversations.send``; returns their ids and the timed compose phase."""
     tag = secrets.token_hex(3)
-    async with runtime_for(database_url, server.base_url) as (runtime, actor):
-        warm = await compose(runtime, actor, tag + "w", 900_000, min(200, n))
-        await drain(runtime, concurrency, len(warm))  # imports, connections, caches
-        server.reset()
-        with timed("compose (Conversations.send)", n, phases):
-            ids = await compose(runtime, actor, tag, 0, n)
-        with timed("pipeline (outbox worker)", n, phases):
-            await drain(runtime, concurrency, n)
-        missing = await unsent(runtime, ids + warm)
-    check(server, n, "pipeline")
+    warm = await compose(runtime, actor, tag + "w", 900_000, min(200, n))
+    await drain(runtime, concurrency, len(warm))
+    phases: list[Phase] = []
+    with timed("compose (Conversations.send)", n, phases):
+        ids = await compose(runtime, actor, tag, 0, n)
+    return ids, phases[0]
+
+
+async def requeue(runtime: Runtime, ids: list[int]) -> None:
+    """Put sent messages back in the outbox as composing left them (``queued``, no provider
+    id), so later rounds send the same messages without composing them again (composing
+    5,000 takes minutes)."""
+    m, o = tables.messages, tables.outbox
+    now = sa.bindparam("now", datetime.now(UTC), type_=o.c.created_at.type)
+    async with runtime.store.write() as conn:
+        await conn.execute(
+            sa.update(m).where(m.c.id.in_(ids))
+            .values(provider_id=None, status="queued", status_raw=None, status_at=None)
+        )  # fmt: skip
+        await conn.execute(
+            sa.insert(o).from_select(
+                ["message_id", "account_id", "state", "not_before", "created_at"],
+                sa.select(m.c.id, m.c.account_id, sa.literal("pending"), now, now)
+                .where(m.c.id.in_(ids)),
+            )
+        )  # fmt: skip
+
+
+async def pipeline(
+    runtime: Runtime, server: TwilioServer, ids: list[int], concurrency: int, phases: list[Phase]
+) -> None:
+    """The outbox worker sends every message of ``ids`` (waiting in the outbox)."""
+    server.reset()
+    with timed("pipeline (outbox worker)", len(ids), phases):
+        await drain(runtime, concurrency, len(ids))
+    check(server, len(ids), "pipeline")
+    missing = await unsent(runtime, ids)
     if missing:
         raise SystemExit(f"pipeline: {missing} messages have no provider id")
 
@@ -278,8 +313,11 @@ def check(server: TwilioServer, n: int, what: str) -> None:
 # --- running ---------------------------------------------------------------------------------
 
 
-def report(latency: float, backend: str, phases: list[Phase]) -> None:
-    say(f"\nlatency {latency:g} ms, {backend}, {phases[0].messages:,} messages")
+def report(title: str, phases: list[Phase]) -> tuple[float, float]:
+    """Print one round; returns the pipeline's share of bare aiohttp's messages per second
+    and its CPU per message as a multiple of bare aiohttp's."""
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    say(f"\n{title}, load average {load} on {os.cpu_count()} CPUs")
     say(f"  {'phase':<32} {'msg/s':>8} {'CPU ms/msg':>11} {'wall s':>8}")
     for p in phases:
         say(f"  {p.name:<32} {p.rate:>8,.0f} {p.cpu_ms:>11.3f} {p.seconds:>8.2f}")
@@ -290,11 +328,13 @@ def report(latency: float, backend: str, phases: list[Phase]) -> None:
         f"{send.cpu_ms / base.cpu_ms:.1f}x the CPU per message")  # fmt: skip
     say(f"  pipeline / channel send hook alone: {send.rate / hook.rate:.0%} of the messages "
         f"per second, {send.cpu_ms / hook.cpu_ms:.1f}x the CPU per message")  # fmt: skip
+    return send.rate / base.rate, send.cpu_ms / base.cpu_ms
 
 
 async def main_async(args: argparse.Namespace) -> None:
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     pg = Postgres() if "postgresql" in backends else None
+    n, concurrency = args.messages, args.concurrency
     with tempfile.TemporaryDirectory(prefix="tidings-bench-sms-") as tmp:
         if pg is not None:
             pg.__enter__()
@@ -307,11 +347,31 @@ async def main_async(args: argparse.Namespace) -> None:
                             if backend == "sqlite"
                             else pg.database("bench_sms")  # type: ignore[union-attr]
                         )
-                        phases: list[Phase] = []
-                        await bare(server, args.messages, args.concurrency, phases)
-                        await channel_only(server, args.messages, args.concurrency, phases)
-                        await pipeline(url, server, args.messages, args.concurrency, phases)
-                        report(latency, backend, phases)
+                        async with runtime_for(url, server.base_url) as (runtime, actor):
+                            ids, compose_phase = await composed(
+                                runtime, actor, server, n, concurrency
+                            )
+                            ratios = []
+                            for r in range(args.rounds):
+                                # Each round runs the three side by side, so its ratios
+                                # compare figures taken under the same machine load.
+                                phases: list[Phase] = []
+                                await bare(server, n, concurrency, phases)
+                                await channel_only(server, n, concurrency, phases)
+                                if r:
+                                    await requeue(runtime, ids)
+                                await pipeline(runtime, server, ids, concurrency, phases)
+                                if not r:
+                                    phases.append(compose_phase)
+                                title = (f"latency {latency:g} ms, {backend}, {n:,} messages, "
+                                         f"round {r + 1} of {args.rounds}")  # fmt: skip
+                                ratios.append(report(title, phases))
+                        rates = sorted(x for x, _ in ratios)
+                        cpus = sorted(y for _, y in ratios)
+                        say(f"\nlatency {latency:g} ms, {backend}: pipeline / bare aiohttp over "
+                            f"{len(ratios)} rounds: {rates[0]:.0%} to {rates[-1]:.0%} of the "
+                            f"messages per second (median {statistics.median(rates):.0%}), "
+                            f"{cpus[0]:.1f}x to {cpus[-1]:.1f}x the CPU per message")  # fmt: skip
         finally:
             if pg is not None:
                 pg.__exit__(None, None, None)
@@ -325,6 +385,9 @@ def main() -> None:
         "--latency", type=lambda s: [float(x) for x in s.split(",")], default=[0.0, 20.0]
     )
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="sqlite")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="bare, channel and pipeline side by side, N times"
+    )
     args = parser.parse_args()
     say(f"bench/sms.py: {args.messages:,} messages, concurrency {args.concurrency}, "
         f"latency {', '.join(f'{x:g}' for x in args.latency)} ms, python {sys.version.split()[0]}, "
