@@ -13,8 +13,9 @@ import respx
 import typer
 from typer.testing import CliRunner
 
-from tidings_email_imap import EmailSettings, register_commands
+from tidings_email_imap import EmailSettings
 from tidings_email_imap.autoconfig import ISPDB, discover, to_toml
+from tidings_email_imap.plugin import register_commands
 from tidings_email_imap.settings import Security
 
 pytestmark = pytest.mark.anyio
