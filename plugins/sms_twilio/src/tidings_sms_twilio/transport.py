@@ -21,6 +21,7 @@ as much CPU again as aiohttp itself. This transport does only what an httpx tran
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,6 +34,14 @@ READ_AT_ONCE = 64 * 1024
 """Answers declaring at most this many bytes are read before the response is returned."""
 
 CHUNK = 64 * 1024
+
+
+@functools.cache
+def default_ssl_context() -> ssl.SSLContext:
+    """The CA bundle httpx verifies with (certifi, or ``SSL_CERT_FILE``), loaded once per
+    process: loading it costs tens of milliseconds, and a context serves any number of
+    connections."""
+    return httpx.create_ssl_context()
 
 
 class _Stream(httpx.AsyncByteStream):
@@ -68,10 +77,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._urls: dict[str, URL] = {}
 
     def _open(self) -> aiohttp.ClientSession:
-        if self._ssl is None:  # the CA bundle httpx verifies with (certifi, or SSL_CERT_FILE)
-            self._ssl = httpx.create_ssl_context()
         connector = aiohttp.TCPConnector(
-            limit=self._limit, keepalive_timeout=self._keepalive, ssl=self._ssl
+            limit=self._limit,
+            keepalive_timeout=self._keepalive,
+            ssl=self._ssl or default_ssl_context(),
         )
         # No cookie jar: an API client has no session state, and aiohttp would otherwise
         # filter and store cookies on every request.
