@@ -272,6 +272,7 @@ async def test_search_plan_walks_the_view_only_for_common_queries(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(search, "SAMPLE_MESSAGES", 4)  # the newest 4 messages count
+    monkeypatch.setattr(search, "SAMPLE_STRIPES", 1)
     monkeypatch.setattr(search, "COMMON_HITS", 2)
     texts = ["Zamówienie 0 hulajnoga", "Zamówienie 1 hulajnoga", "Zamówienie 2 faktura",
              "Zamówienie 3 faktura"]  # fmt: skip

@@ -159,7 +159,9 @@ _POSTGRESQL_KEYS = {"message_search": "message_id", "conversation_search": "conv
 """The key column of each search table on PostgreSQL (on SQLite: the FTS5 rowid)."""
 
 SAMPLE_MESSAGES = 5_000
-"""How many of the newest messages :func:`plan` counts matches in."""
+"""How many messages :func:`plan` counts matches in..."""
+SAMPLE_STRIPES = 10
+"""...in this many runs of consecutive ids, spread evenly up to the newest message."""
 COMMON_HITS = 50
 """A query matching this many of them (1 in 100) is *common*: the view is walked."""
 
@@ -181,24 +183,36 @@ async def plan(conn: AsyncConnection, query: str) -> Plan:
     the messages) collecting the matches is O(matches) — hundreds of milliseconds at a
     million messages — while walking the view in order and testing each conversation fills
     a page after a few dozen. Which plan wins depends on the share of messages matching,
-    and the walk's cost on that share where it walks: among recent activity. So the matches
-    are counted among the newest ``SAMPLE_MESSAGES`` messages (a range of ids: bounded work
-    whatever the query or the database size, on both stores) and ``COMMON_HITS`` of them
-    make the query common. The same data gives the same plan on both stores, and both
-    plans find the same rows; only their cost differs.
+    So the matches are counted in a sample of ``SAMPLE_MESSAGES`` messages: runs of
+    consecutive ids spread over the whole history up to the newest (ranges of ids: bounded
+    work whatever the query or the database size, on both stores; spread, because the
+    newest alone can be all alike — agents' replies after a busy hour), and
+    ``COMMON_HITS`` of them make the query common. The same data gives the same plan on
+    both stores, and both plans find the same rows; only their cost differs.
     """
     tokens = tuple(query_tokens(query))
-    newest = (await conn.execute(sa.select(sa.func.max(tables.messages.c.id)))).scalar()
-    floor = int(newest or 0) - SAMPLE_MESSAGES
+    ids = tables.messages.c.id
+    low, high = (await conn.execute(sa.select(sa.func.min(ids), sa.func.max(ids)))).one()
+    if high is None:
+        return Plan(tokens, common=False)
+    size = max(1, SAMPLE_MESSAGES // SAMPLE_STRIPES)
+    ends = sorted({low - 1 + (high - low + 1) * (i + 1) // SAMPLE_STRIPES
+                   for i in range(SAMPLE_STRIPES)})  # fmt: skip
     if conn.dialect.name == "postgresql":
-        count = sa.text(
-            "SELECT count(*) FROM message_search "
-            "WHERE message_id > :floor AND vector @@ to_tsquery('simple', :tsq)"
-        ).bindparams(floor=floor, tsq=_tsquery(tokens))
+        match = "message_id > :a{i} AND message_id <= :b{i} AND vector @@ to_tsquery('simple', :q)"
+        query = _tsquery(tokens)
     else:
-        count = sa.text(
-            "SELECT count(*) FROM message_search WHERE message_search MATCH :fts AND rowid > :floor"
-        ).bindparams(floor=floor, fts=_fts_query(tokens))
+        match = "message_search MATCH :q AND rowid > :a{i} AND rowid <= :b{i}"
+        query = _fts_query(tokens)
+    # Only our constant text and placeholders are formatted in; every value is bound.
+    stripes = " + ".join(
+        f"(SELECT count(*) FROM message_search WHERE {match.format(i=i)})"  # noqa: S608
+        for i in range(len(ends))
+    )
+    bounds = {f"a{i}": end - size for i, end in enumerate(ends)} | {
+        f"b{i}": end for i, end in enumerate(ends)
+    }
+    count = sa.text(f"SELECT {stripes}").bindparams(q=query, **bounds)
     return Plan(tokens, common=(await conn.execute(count)).scalar_one() >= COMMON_HITS)
 
 
