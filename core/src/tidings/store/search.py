@@ -192,7 +192,16 @@ async def plan(conn: AsyncConnection, query: str) -> Plan:
     """
     tokens = tuple(query_tokens(query))
     ids = tables.messages.c.id
-    low, high = (await conn.execute(sa.select(sa.func.min(ids), sa.func.max(ids)))).one()
+    # Two subqueries: SQLite reads min() or max() off the index only when it is the one
+    # aggregate of its SELECT; together they cost a scan of every message.
+    low, high = (
+        await conn.execute(
+            sa.select(
+                sa.select(sa.func.min(ids)).scalar_subquery(),
+                sa.select(sa.func.max(ids)).scalar_subquery(),
+            )
+        )
+    ).one()
     if high is None:
         return Plan(tokens, common=False)
     size = max(1, SAMPLE_MESSAGES // SAMPLE_STRIPES)
