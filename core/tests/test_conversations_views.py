@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 from conversation_world import START, World, world  # noqa: F401
 
 from tidings import Attachment, ContactMatch, ContactType, InboundMessage
@@ -13,7 +14,7 @@ from tidings.conversations import Draft, Filters, Page, View
 from tidings.conversations.models import DateField, DateRange, Side
 from tidings.errors import Forbidden, NotFound
 from tidings.models import Address
-from tidings.store import search
+from tidings.store import search, tables
 from tidings.store.search import SearchQueryError
 
 pytestmark = pytest.mark.anyio
@@ -176,6 +177,39 @@ async def test_filters(world: World) -> None:
     assert await f(dates=(closed,), kind="email") == set()  # filters combine
     with pytest.raises(ValueError, match="participant_side needs participant"):
         await f(participant_side=Side.SYSTEM)
+
+
+async def test_participant_filter_matches_any_part_of_an_address(world: World) -> None:
+    """The same matches on both stores, whichever way the store looks them up (on SQLite
+    a trigram index from three characters, ``LIKE`` below that)."""
+    a = await one(world, "+48600123456")
+    (b,) = (await world.mail("Jan.Nowak_1@k.pl", "Temat", "<p1@k.pl>")).conversations
+
+    async def f(**kw: object) -> set[int]:
+        return set(await ids(world, "boss", View.ALL, **kw))
+
+    assert await f(participant="0012345") == {a}  # the middle of the number
+    assert await f(participant="n.NOWAK_1@K") == {b}  # case ignored
+    assert await f(participant="k_pl") == set()  # '_' and '%' are literal, not wildcards
+    assert await f(participant="nowak%") == set()
+    assert await f(participant="45") == {a}  # shorter than a trigram
+    assert await f(participant="@shop.example") == {b}  # the system side
+    assert await f(participant="nowak", participant_side=Side.CUSTOMER) == {b}
+    assert await f(participant="nowak", participant_side=Side.SYSTEM) == set()
+    assert await f(participant='"nowak') == set()  # a quote is text, not query syntax
+
+    # Participants written after the index was built are found, removed ones are not.
+    c = await one(world, "+48600999888")
+    assert await f(participant="999888") == {c}
+    async with world.store.engine.begin() as conn:
+        await conn.execute(
+            sa.delete(tables.participants).where(tables.participants.c.conversation_id == c)
+        )
+        if world.store.dialect == "sqlite":
+            await conn.exec_driver_sql(
+                "INSERT INTO participant_search (participant_search) VALUES ('integrity-check')"
+            )
+    assert await f(participant="999888") == set()
 
 
 async def test_metrics_from_the_history(world: World) -> None:

@@ -152,9 +152,40 @@ def _view_condition(
     return sa.true()
 
 
-def _contains(column: sa.ColumnElement[str], text: str) -> sa.ColumnElement[bool]:
+def _contains(column: sa.ColumnElement[str], text: str, dialect: str) -> sa.ColumnElement[bool]:
+    """``text`` anywhere in ``column``, ignoring case.
+
+    SQLite's ``LIKE`` already ignores the case of ASCII letters, and only of those, just as
+    its ``lower()`` folds only ASCII: the same matches without ``lower()``, which was a
+    third to a half of the time of a filter that reads every row (the participant filter
+    at a million messages: p50 67 → 36 to 46 ms). PostgreSQL's ``LIKE`` is case-sensitive,
+    so there the column is lower-cased.
+    """
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return sa.func.lower(column).like(f"%{escaped.lower()}%", escape="\\")
+    pattern = f"%{escaped.lower()}%"
+    if dialect == "sqlite":
+        return column.like(pattern, escape="\\")
+    return sa.func.lower(column).like(pattern, escape="\\")
+
+
+def _participant_contains(text: str, dialect: str) -> sa.ColumnElement[bool]:
+    """A participant whose address key contains ``text``, ignoring case.
+
+    On SQLite a text of three characters or more is looked up in the trigram index
+    ``participant_search`` (migration 0010) as a quoted phrase, which FTS5 reads as that
+    substring (characters such as ``%`` and ``_`` are literal there): a few index pages
+    instead of a scan of every participant. The index also folds the case of non-ASCII
+    letters, as PostgreSQL's ``lower()`` does. Shorter texts have no trigram to look up
+    and PostgreSQL has no such table: there it is ``LIKE``.
+    """
+    p = tables.participants
+    if dialect != "sqlite" or len(text) < 3:  # a trigram
+        return _contains(p.c.address_key, text, dialect)
+    phrase = '"' + text.replace('"', '""') + '"'
+    rowids = sa.text(
+        "SELECT rowid FROM participant_search WHERE participant_search MATCH :phrase"
+    ).bindparams(phrase=phrase)
+    return sa.literal_column("participants.rowid").in_(rowids.columns(sa.column("rowid")))
 
 
 def filter_conditions(
@@ -196,14 +227,14 @@ def filter_conditions(
         conds.append(c.c.assignee_id == filters.assignee)
     if filters.participant:
         p = tables.participants
-        cond = [_contains(p.c.address_key, filters.participant)]
+        cond = [_participant_contains(filters.participant, dialect)]
         if filters.participant_side is not None:
             cond.append(p.c.side == filters.participant_side.value)
         conds.append(c.c.id.in_(sa.select(p.c.conversation_id).where(*cond)))
     elif filters.participant_side is not None:
         raise ValueError("participant_side needs participant")
     if filters.subject:
-        conds.append(_contains(c.c.subject, filters.subject))
+        conds.append(_contains(c.c.subject, filters.subject, dialect))
     if filters.conversation_id is not None:
         conds.append(c.c.id == filters.conversation_id)
     if filters.attachment_name:
@@ -212,7 +243,7 @@ def filter_conditions(
             sa.exists().where(
                 a.c.message_id == m.c.id,
                 m.c.conversation_id == c.c.id,
-                _contains(a.c.filename, filters.attachment_name),
+                _contains(a.c.filename, filters.attachment_name, dialect),
             )
         )
     if filters.kind is not None:

@@ -20,7 +20,7 @@ from tidings.errors import TidingsError
 from tidings.store import tables
 
 MIN_QUERY_LENGTH = 3
-SEARCH_TABLES = ("message_search", "conversation_search")
+SEARCH_TABLES = ("message_search", "conversation_search", "participant_search")
 _TOKEN = re.compile(r"[^\W_]+")
 _MAX_TOKENS = 20_000
 
@@ -34,7 +34,8 @@ def tokenize(text: str) -> list[str]:
 
 
 def is_search_table(name: str | None) -> bool:
-    """Tables (and FTS5 shadow tables) managed here rather than in ``tables.py``."""
+    """Tables (and FTS5 shadow tables) made by migrations rather than ``tables.py``: the
+    search tables here and ``participant_search`` (the participant filter's trigrams)."""
     return name is not None and name.startswith(SEARCH_TABLES)
 
 
