@@ -184,7 +184,7 @@ async def plan(conn: AsyncConnection, query: str) -> Plan:
     the messages) collecting the matches is O(matches) — hundreds of milliseconds at a
     million messages — while walking the view in order and testing each conversation fills
     a page after a few dozen. Which plan wins depends on the share of messages matching,
-    So the matches are counted in a sample of ``SAMPLE_MESSAGES`` messages: runs of
+    so the matches are counted in a sample of ``SAMPLE_MESSAGES`` messages: runs of
     consecutive ids spread over the whole history up to the newest (ranges of ids: bounded
     work whatever the query or the database size, on both stores; spread, because the
     newest alone can be all alike — agents' replies after a busy hour), and
