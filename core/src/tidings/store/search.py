@@ -177,7 +177,7 @@ class Plan:
 
 
 async def plan(conn: AsyncConnection, query: str) -> Plan:
-    """Choose the plan from the share of the newest messages that match.
+    """Choose the plan from the share of a sample of messages that match.
 
     A view shows one page in its own order. For a rare query the index hands over its few
     matches and the page is sorted from those; for a common one (``zamów…`` is in a third of

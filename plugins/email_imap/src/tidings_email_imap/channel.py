@@ -190,7 +190,6 @@ class _PollSession:
             while len(self.parsed) > 2:  # batches nobody received (a caller that only polls)
                 _, stale = self.parsed.pop(next(iter(self.parsed)))
                 stale.cancel()
-                stale.cancel()
 
 
 class EmailImapChannel(Channel):
