@@ -12,12 +12,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import respx
+from aiohttp import web
 
 from tidings import (
     Account,
@@ -334,3 +336,17 @@ def load_with(channel: TwilioSms) -> Plugins:
 def mock_transport(router: respx.Router) -> httpx.MockTransport:
     """What a test passes as ``TwilioSms(transport=…)``: respx behind the real send code."""
     return httpx.MockTransport(router.async_handler)
+
+
+@asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """``app`` served over real TCP on a free port of 127.0.0.1; yields its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()

@@ -29,6 +29,7 @@ from sms_twilio_samples import (
     outbound,
     rest_error,
     route_send,
+    serving,
 )
 
 from tidings import (
@@ -329,15 +330,8 @@ async def local_twilio() -> AsyncIterator[tuple[str, list[tuple[str, int]]]]:
 
     app = web.Application()
     app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", create)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}", peers
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url, peers
 
 
 @pytest.mark.anyio

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from aiohttp import web
-from sms_twilio_samples import account, load_with, outbound
+from sms_twilio_samples import account, load_with, outbound, serving
 
 from tidings import TransientSendError
 from tidings_sms_twilio import TwilioSms
@@ -59,15 +59,8 @@ async def server() -> AsyncIterator[str]:
     app.router.add_get("/gzip", gzipped)
     app.router.add_route("*", "/echo", echo)
     app.router.add_post("/slow/2010-04-01/Accounts/{sid}/Messages.json", slow)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url
 
 
 @pytest.fixture
