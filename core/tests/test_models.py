@@ -158,3 +158,25 @@ def test_contact_answers_merge_without_duplicates() -> None:
     b = ContactMatch(source="crm", external_id="1", display_name="B")
     a2 = ContactMatch(source="builtin", external_id="1", display_name="A again")
     assert merge_matches([[a, b], [a2]]) == [a, b]
+
+
+@pytest.mark.parametrize("normalised", [False, True])
+@pytest.mark.parametrize(
+    "address",
+    [
+        Address.phone("+48 600 100 200"),
+        Address.email("Jan.Kowalski@Example.COM"),
+        Address.scoped("6789", scope="page-1"),
+        Address.handle("chat-42"),
+    ],
+)
+def test_from_key_gives_back_the_address(address: Address, normalised: bool) -> None:
+    """A stored key names its address again, whether or not it is normalised again."""
+    assert Address.from_key(address.key, normalised=normalised) == address
+
+
+@pytest.mark.parametrize("normalised", [False, True])
+@pytest.mark.parametrize("key", ["fax:+48600100200", "phone", "nothing-here"])
+def test_from_key_refuses_what_is_not_a_key(key: str, normalised: bool) -> None:
+    with pytest.raises(ValueError, match="not an address key"):
+        Address.from_key(key, normalised=normalised)

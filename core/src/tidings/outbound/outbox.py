@@ -42,7 +42,6 @@ from tidings.errors import PermanentSendError, TransientSendError
 from tidings.metrics import METRICS
 from tidings.models import (
     Address,
-    AddressKind,
     Attachment,
     DeliveryStatus,
     OutboundMessage,
@@ -714,25 +713,10 @@ async def _take(stream: MemoryObjectReceiveStream[_Job]) -> _Job | None:
 
 @functools.lru_cache(maxsize=4096)
 def _address(key: str) -> Address:
-    """The address behind a key the store holds, without normalising it again.
-
-    Keys are only ever written as ``Address.key`` of a validated address, so the value is
-    already normalised; ``Address.from_key`` would parse a phone number again (about 50 µs,
-    a tenth of a whole send, with a new customer per message). A key that is not an
-    address key at all still fails, as ``from_key`` would. Cached: an account's own
-    address and its regular customers come up again and again.
-    """
-    kind_word, _, value = key.partition(":")
-    try:
-        kind = AddressKind(kind_word)
-    except ValueError:
-        raise ValueError(f"not an address key: {key!r}") from None
-    scope = None
-    if kind is AddressKind.SCOPED:
-        scope, _, value = value.partition(":")
-    if not value:
-        raise ValueError(f"not an address key: {key!r}")
-    return Address.model_construct(kind=kind, value=value, scope=scope, name=None)
+    """The address behind a key the store holds, not normalised again (see
+    ``Address.from_key``). Cached: an account's own address and its regular customers come
+    up again and again."""
+    return Address.from_key(key, normalised=True)
 
 
 def _outbound(row: Any, attachments: Sequence[Attachment]) -> OutboundMessage:
