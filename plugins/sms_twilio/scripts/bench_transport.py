@@ -1,4 +1,4 @@
-"""Quick local measurement: the send hook over httpx's default transport vs ours over aiohttp.
+"""Quick local measurement: the send hook over httpx's default transport vs ours (HTTP/1.1).
 
 Starts a Twilio-shaped Messages endpoint (aiohttp.web) in a child process, then drives the
 real ``TwilioSms.send`` path N times at several concurrencies with each transport, printing
@@ -91,7 +91,7 @@ def main() -> None:
         base = f"http://127.0.0.1:{server.stdout.readline().strip()}"
         for conc in (1, 50):
             asyncio.run(run("httpx default", httpx.AsyncHTTPTransport, base, n, conc))
-            asyncio.run(run("ours (aiohttp)", default_transport, base, n, conc))
+            asyncio.run(run("ours (HTTP/1.1)", default_transport, base, n, conc))
     finally:
         server.terminate()
         server.wait()
