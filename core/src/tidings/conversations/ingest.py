@@ -60,15 +60,29 @@ def _refs(msg: InboundMessage) -> list[str]:
 async def store_attachments(
     conn: AsyncConnection, message_id: int, attachments: Sequence[Attachment]
 ) -> None:
-    blobs = [
-        {"sha256": a.sha256, "size": a.size, "data": a.data}
-        for a in attachments
+    """Store one message's attachments (an agent's reply)."""
+    await _store_attachments(conn, [(message_id, a) for a in attachments])
+
+
+async def _store_attachments(
+    conn: AsyncConnection, attached: Sequence[tuple[int, Attachment]]
+) -> None:
+    """Attachments of any number of messages: two statements, however many there are.
+
+    Contents are stored once per distinct hash (a logo in every signature is one blob).
+    """
+    if not attached:
+        return
+    blobs = {
+        a.sha256: {"sha256": a.sha256, "size": a.size, "data": a.data}
+        for _, a in attached
         if a.data is not None and a.sha256 is not None
-    ]
+    }
     if blobs:
         stmt = dialect_insert(conn.dialect.name, tables.blobs)
-        unique = list({b["sha256"]: b for b in blobs}.values())
-        await conn.execute(stmt.on_conflict_do_nothing(index_elements=["sha256"]), unique)
+        await conn.execute(
+            stmt.on_conflict_do_nothing(index_elements=["sha256"]), list(blobs.values())
+        )
     await conn.execute(
         sa.insert(tables.attachments),
         [
@@ -82,9 +96,45 @@ async def store_attachments(
                 "inline": a.inline,
                 "content_id": a.content_id,
             }
-            for a in attachments
+            for message_id, a in attached
         ],
     )
+
+
+async def _new_ids(conn: AsyncConnection, table: sa.Table, count: int) -> list[int]:
+    """Primary keys for ``count`` rows this transaction is about to insert into ``table``.
+
+    Handed out before the INSERT, so a batch's rows go in with one plain executemany and
+    the caller already knows which id is which row: no ``RETURNING`` to match back (SQLite
+    does not promise its order), no statement per row.
+    """
+    if conn.dialect.name == "postgresql":
+        # One multi-row INSERT … RETURNING of a batch is ~200 KB of SQL, which psycopg
+        # re-parses on every execution (it caches only statements under 4 KB): a third of
+        # ingestion's CPU. Ids come from the sequence instead, and the short INSERT runs
+        # once per row in psycopg's pipeline.
+        ids = await conn.execute(_PG_NEXT_IDS, {"table": table.name, "n": count})
+        return [int(i) for i in ids.scalars()]
+    # SQLite: a write transaction (BEGIN IMMEDIATE) holds the database's only write lock,
+    # so nobody takes ids meanwhile. AUTOINCREMENT never reuses an id: the next one is past
+    # the highest ever used (sqlite_sequence), which explicit ids move forward as well.
+    used = sa.select(_SQLITE_SEQUENCE.c.seq).where(_SQLITE_SEQUENCE.c.name == table.name)
+    query = sa.select(
+        sa.func.max(
+            sa.func.coalesce(used.scalar_subquery(), 0),
+            sa.func.coalesce(sa.select(sa.func.max(table.c.id)).scalar_subquery(), 0),
+        )
+    )
+    last = int((await conn.execute(query)).scalar_one())
+    return list(range(last + 1, last + 1 + count))
+
+
+_SQLITE_SEQUENCE = sa.table("sqlite_sequence", sa.column("name"), sa.column("seq"))
+
+
+_PG_NEXT_IDS = sa.text(
+    "SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"
+)
 
 
 async def ingest(
@@ -287,9 +337,11 @@ async def _email_threads(
         ):
             subject_threads.setdefault((key, base), []).append((last, int(cid)))
 
+    # Conversations this batch starts get placeholder ids (-1, -2, …) until one INSERT
+    # stores them all at the end.
     batch_refs: dict[str, int] = {}
     batch_subjects: dict[tuple[str, str], int] = {}
-    created: dict[int, str] = {}
+    new_rows: list[dict[str, Any]] = []
     targets: list[int] = []
     project_id: int | None = None
     for msg, refs, base in zip(fresh, refs_of, bases, strict=True):
@@ -304,18 +356,24 @@ async def _email_threads(
         if cid is None:
             if project_id is None:
                 project_id = await ensure_project(conn, info.account.project, lambda: now)
-            values = _conversation_values(info, msg, project_id, names[msg.sender.key], now)
-            cid = int((await conn.execute(sa.insert(c).values(**values).returning(c.c.id)))
-                      .scalar_one())  # fmt: skip
-            result.created.add(cid)
-            created[cid] = names[msg.sender.key]
+            new_rows.append(_conversation_values(info, msg, project_id, names[msg.sender.key], now))
+            cid = -len(new_rows)
         for r in refs:
             batch_refs.setdefault(r, cid)
         if base:
             batch_subjects[(msg.sender.key, base)] = cid
         targets.append(cid)
-    await _created(conn, created, now)
-    return targets
+    if not new_rows:
+        return targets
+    ids = await _new_ids(conn, c, len(new_rows))
+    for row, cid in zip(new_rows, ids, strict=True):
+        row["id"] = cid
+    await conn.execute(sa.insert(c), new_rows)
+    result.created.update(ids)
+    await _created(
+        conn, {cid: names[row["customer_key"]] for row, cid in zip(new_rows, ids, strict=True)}, now
+    )
+    return [ids[-cid - 1] if cid < 0 else cid for cid in targets]
 
 
 async def _insert_messages(
@@ -355,25 +413,11 @@ async def _insert_messages(
         }
         for msg, cid in zip(fresh, targets, strict=True)
     ]
-    if conn.dialect.name == "postgresql":
-        # One multi-row INSERT … RETURNING of a batch is ~200 KB of SQL, which psycopg
-        # re-parses on every execution (it caches only statements under 4 KB): a third of
-        # ingestion's CPU. Ids come from the sequence instead, and the short INSERT runs
-        # once per row in psycopg's pipeline.
-        ids = [int(i) for i in (await conn.execute(_NEXT_MESSAGE_IDS, {"n": len(rows)})).scalars()]
-        for row, mid in zip(rows, ids, strict=True):
-            row["id"] = mid
-        await conn.execute(sa.insert(m), rows)
-        return ids
-    # Matched back by provider id (unique per account and direction), not by order.
-    inserted = await conn.execute(sa.insert(m).returning(m.c.id, m.c.provider_id), rows)
-    by_provider = {row.provider_id: int(row.id) for row in inserted}
-    return [by_provider[msg.provider_id] for msg in fresh]
-
-
-_NEXT_MESSAGE_IDS = sa.text(
-    "SELECT nextval(pg_get_serial_sequence('messages', 'id')) FROM generate_series(1, :n)"
-)
+    ids = await _new_ids(conn, m, len(rows))
+    for row, mid in zip(rows, ids, strict=True):
+        row["id"] = mid
+    await conn.execute(sa.insert(m), rows)
+    return ids
 
 
 async def _insert_related(
@@ -393,9 +437,9 @@ async def _insert_related(
     participants: dict[tuple[int, str, str], None] = {}
     links: dict[tuple[int, str, str], str] = {}
     docs: list[tuple[int, int, str]] = []
+    attached: list[tuple[int, Attachment]] = []
     for msg, cid, mid in zip(fresh, targets, message_ids, strict=True):
-        if msg.attachments:
-            await store_attachments(conn, mid, msg.attachments)
+        attached.extend((mid, a) for a in msg.attachments)
         if msg.source is not None:
             sources.append({"message_id": mid, "data": msg.source})
         for r in _refs(msg):
@@ -407,6 +451,7 @@ async def _insert_related(
         for x in contacts.get(msg.sender.key, ()):
             links[(cid, x.source, x.external_id)] = x.display_name
         docs.append((mid, cid, search.document(msg.subject, msg.text)))
+    await _store_attachments(conn, attached)
     if sources:
         await conn.execute(sa.insert(tables.message_sources), sources)
     if refs:
