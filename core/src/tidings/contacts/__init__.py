@@ -73,10 +73,16 @@ async def find_by_addresses(
     found: dict[str, list[ContactMatch]] = {a.key: [] for a in addresses}
     if not addresses:
         return found
+    # Grouped by kind and scope (a batch of mail is one group): a query whose shape does not
+    # change with the number of addresses is compiled once, and each group is one walk of
+    # the (kind, scope, value) index.
+    groups: dict[tuple[str, str], set[str]] = {}
+    for a in addresses:
+        groups.setdefault((a.kind.value, a.scope or ""), set()).add(a.value)
     wanted = sa.or_(
         *(
-            sa.and_(ca.c.kind == a.kind.value, ca.c.scope == (a.scope or ""), ca.c.value == a.value)
-            for a in {a.key: a for a in addresses}.values()
+            sa.and_(ca.c.kind == kind, ca.c.scope == scope, ca.c.value.in_(sorted(values)))
+            for (kind, scope), values in groups.items()
         )
     )
     async with store.read() as conn:
