@@ -15,6 +15,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tidings.errors import ConfigError
+from tidings.store import sqlite_connection
 
 DEFAULT_DATABASE_URL = "sqlite:///./tidings.db"
 
@@ -40,6 +41,12 @@ def async_url(database_url: str) -> URL:
     return url
 
 
+def _sqlite_connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+    # The URL's arguments as SQLAlchemy parsed them, opened as our connection: one trip to
+    # the driver thread per statement (see `sqlite_connection`).
+    return dialect.dbapi.connect(*cargs, async_creator_fn=sqlite_connection.connect, **cparams)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Autocommit at the driver level: SQLAlchemy's "begin" event below issues BEGIN itself,
     # so write transactions can take the lock up front (BEGIN IMMEDIATE) instead of failing
@@ -62,6 +69,7 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
     url = async_url(database_url)
     if url.get_backend_name() == "sqlite":
         engine = create_async_engine(url, **kwargs)
+        event.listen(engine.sync_engine, "do_connect", _sqlite_connect)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine

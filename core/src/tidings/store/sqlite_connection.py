@@ -1,0 +1,143 @@
+"""SQLite connections that cross to the driver thread once per statement, not four times.
+
+aiosqlite runs each sqlite3 call on the connection's own thread and wakes the event loop
+when it is done. SQLAlchemy's adapter makes four such calls for every statement: create a
+cursor, execute, fetch all rows, close. Each crossing costs a queue put, a thread wake-up,
+a wake-up of the event loop and a wait for the GIL on both sides, far more than SQLite
+spends on a small indexed statement. An agent's reply (about twenty statements) spent most
+of its CPU in these crossings (cProfile of the conversation benchmark's agents: 87 per
+service call).
+
+:class:`Connection` keeps aiosqlite's thread and its API, but its cursors run the whole
+statement — execute, fetch every row, close — in one call on the driver thread and keep
+the rows, ``description``, ``rowcount`` and ``lastrowid`` on the event-loop side. Fetching
+and closing are then plain reads of that copy.
+
+The one thing given up is streaming: a server-side cursor (``stream()``, ``yield_per``)
+would hold all its rows at once. tidings reads SQLite in pages (views, search, the
+outbox's batches), never by streaming a result, so nothing uses it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Sequence
+from functools import partial
+from typing import Any
+
+import aiosqlite
+
+Row = tuple[Any, ...]
+_Outcome = tuple[Any, int, int | None, list[Row], bool]
+
+
+def _run(conn: sqlite3.Connection, sql: str, parameters: Any) -> _Outcome:
+    """On the driver thread: the statement and everything SQLAlchemy will read from it."""
+    cursor = conn.cursor()
+    try:
+        cursor.execute(sql, parameters)
+        rows = cursor.fetchall() if cursor.description else []
+        return cursor.description, cursor.rowcount, cursor.lastrowid, rows, conn.in_transaction
+    finally:
+        cursor.close()
+
+
+def _run_many(conn: sqlite3.Connection, sql: str, parameters: Iterable[Any]) -> _Outcome:
+    cursor = conn.cursor()
+    try:
+        cursor.executemany(sql, parameters)
+        return None, cursor.rowcount, cursor.lastrowid, [], conn.in_transaction
+    finally:
+        cursor.close()
+
+
+class Cursor:
+    """The aiosqlite cursor interface SQLAlchemy uses, answered from one driver call."""
+
+    __slots__ = ("_conn", "_rows", "arraysize", "description", "lastrowid", "rowcount")
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._rows: deque[Row] = deque()
+        self.description: Any = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+        self.arraysize = 1
+
+    async def __aenter__(self) -> Cursor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __await__(self) -> Generator[Any, None, Cursor]:
+        # `await conn.cursor()` works as with aiosqlite, without a trip to the thread.
+        yield from ()
+        return self
+
+    async def execute(self, sql: str, parameters: Any = None) -> Cursor:
+        self._keep(await self._conn.on_thread(_run, sql, parameters or ()))
+        return self
+
+    async def executemany(self, sql: str, parameters: Iterable[Any]) -> Cursor:
+        self._keep(await self._conn.on_thread(_run_many, sql, parameters))
+        return self
+
+    def _keep(self, outcome: _Outcome) -> None:
+        self.description, self.rowcount, self.lastrowid, rows, self._conn.open = outcome
+        self._rows = deque(rows)
+
+    async def fetchone(self) -> Row | None:
+        return self._rows.popleft() if self._rows else None
+
+    async def fetchmany(self, size: int | None = None) -> Sequence[Row]:
+        count = min(len(self._rows), self.arraysize if size is None else size)
+        return [self._rows.popleft() for _ in range(count)]
+
+    async def fetchall(self) -> Sequence[Row]:
+        rows = list(self._rows)
+        self._rows.clear()
+        return rows
+
+    async def close(self) -> None:
+        self._rows.clear()
+
+
+class Connection(aiosqlite.Connection):
+    """aiosqlite's connection (its thread, close) with :class:`Cursor`.
+
+    ``open`` says whether SQLite had a transaction open after the last statement. Without
+    one, ``commit`` and ``rollback`` are no-ops in sqlite3; here they also skip the trip —
+    the pool's rollback of every connection handed back after a commit is one of those.
+    """
+
+    open = True  # unknown until the first statement: take the trip
+
+    async def commit(self) -> None:
+        if self.open:
+            await super().commit()
+            self.open = False
+
+    async def rollback(self) -> None:
+        if self.open:
+            await super().rollback()
+            self.open = False
+
+    def cursor(self) -> Cursor:  # type: ignore[override]
+        return Cursor(self)
+
+    async def on_thread(self, fn: Callable[..., _Outcome], *args: Any) -> _Outcome:
+        """``fn(sqlite3_connection, *args)`` on the driver thread: one crossing."""
+        result: _Outcome = await self._execute(fn, self._conn, *args)  # type: ignore[no-untyped-call]
+        return result
+
+
+def connect(database: str, **kwargs: Any) -> Connection:
+    """Open like ``aiosqlite.connect``: the arguments are ``sqlite3.connect``'s."""
+    connector: Callable[[], sqlite3.Connection] = partial(sqlite3.connect, database, **kwargs)
+    connection = Connection(connector, iter_chunk_size=64)
+    # As SQLAlchemy does for aiosqlite's own connections: a connection the pool never
+    # closed must not keep the interpreter from exiting.
+    connection._thread.daemon = True
+    return connection
