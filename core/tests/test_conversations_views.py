@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from conversation_world import START, World, world  # noqa: F401
 
 from tidings import Attachment, ContactMatch, ContactType, InboundMessage
@@ -15,6 +16,7 @@ from tidings.conversations.models import DateField, DateRange, Side
 from tidings.errors import Forbidden, NotFound
 from tidings.models import Address
 from tidings.store import search, tables
+from tidings.store.migrate import alembic_config
 from tidings.store.search import SearchQueryError
 
 pytestmark = pytest.mark.anyio
@@ -302,6 +304,59 @@ async def test_search_customer_names_and_text_by_word_prefix(
     assert await world.svc.messages(world.boss, View.ALL, Filters(search="kowal")) == []
 
 
+async def test_search_follows_messages_added_and_cancelled_later(
+    world: World, search_plan: str
+) -> None:
+    """The walk tests a conversation's words before its messages (``conversation_words``,
+    grown by every indexed message): words of later messages, inbound and outbound, are
+    found; words in different messages are not one match; a cancelled message's words,
+    which the conversation's words keep, find nothing."""
+    a = await one(world, "+48600000001", text="Dzień dobry")
+    b = await one(world, "+48600000002", text="Faktura korekta")
+
+    async def hits(query: str) -> set[int]:
+        return set(await ids(world, "boss", View.ALL, search=query))
+
+    assert await hits("faktur") == {b}
+    world.later(minutes=1)
+    await world.sms("+48600000001", "Gdzie jest faktura?")
+    await world.svc.send(world.alice, Draft(text="Korekta wysłana"), conversation_id=a)
+    assert await hits("faktur") == {a, b}
+    assert await hits("korekta") == {a, b}
+    assert await hits("faktura korekta") == {b}  # every word in one message
+    sent = await world.svc.send(
+        world.alice, Draft(text="Hulajnoga faktura"), conversation_id=a,
+        delay=timedelta(minutes=5),
+    )  # fmt: skip
+    assert await hits("hulaj") == {a}
+    await world.svc.cancel(world.alice, sent.message_id)
+    assert await hits("hulaj") == set()
+    assert await hits("hulajnoga faktura") == set()
+
+
+async def test_conversation_words_are_filled_from_the_search_index(world: World) -> None:
+    """Migration 0011 fills the words of conversations indexed before it; the walk finds
+    them afterwards as before."""
+    a = await one(world, "+48600000001", text="Zamówienie hulajnoga")
+    await world.svc.send(world.alice, Draft(text="Faktura w drodze"), conversation_id=a)
+
+    def downgrade(conn: sa.Connection) -> None:
+        command.downgrade(alembic_config(conn), "0011@0002")
+
+    async with world.store.engine.begin() as conn:
+        await conn.run_sync(downgrade)
+    await world.store.upgrade()
+    async with world.store.read() as conn:
+        walk = search.Plan(("hulaj",), common=True)
+        cond = search.conversations_matching(world.store.dialect, walk)
+        found = await conn.execute(sa.select(tables.conversations.c.id).where(cond))
+        assert found.scalars().all() == [a]
+        walk = search.Plan(("faktura", "drodze"), common=True)
+        cond = search.conversations_matching(world.store.dialect, walk)
+        found = await conn.execute(sa.select(tables.conversations.c.id).where(cond))
+        assert found.scalars().all() == [a]
+
+
 async def test_search_plan_walks_the_view_only_for_common_queries(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -318,6 +373,7 @@ async def test_search_plan_walks_the_view_only_for_common_queries(
         assert (await search.plan(conn, "faktur")).common  # 2 of them
         assert not (await search.plan(conn, "pilne")).common  # 1
         assert not (await search.plan(conn, "zamów pilne")).common  # 1: every word counts
+        assert not (await search.plan(conn, "zamów faktur")).common  # 2: two words need 4
         assert not (await search.plan(conn, "hulajnoga")).common  # 2, but 1 of the newest
     # The walk stops after a page, in the view's order.
     page = await world.svc.view(world.boss, View.ALL, Filters(search="zamów"), Page(limit=2))

@@ -20,7 +20,12 @@ from tidings.errors import TidingsError
 from tidings.store import tables
 
 MIN_QUERY_LENGTH = 3
-SEARCH_TABLES = ("message_search", "conversation_search", "participant_search")
+SEARCH_TABLES = (
+    "message_search",
+    "conversation_search",
+    "conversation_words",
+    "participant_search",
+)
 _TOKEN = re.compile(r"[^\W_]+")
 _MAX_TOKENS = 20_000
 
@@ -35,7 +40,8 @@ def tokenize(text: str) -> list[str]:
 
 def is_search_table(name: str | None) -> bool:
     """Tables (and FTS5 shadow tables) made by migrations rather than ``tables.py``: the
-    search tables here and ``participant_search`` (the participant filter's trigrams)."""
+    search tables here, whose columns differ by store, and ``participant_search`` (the
+    participant filter's trigrams)."""
     return name is not None and name.startswith(SEARCH_TABLES)
 
 
@@ -57,7 +63,8 @@ def document(*parts: str | None) -> str:
 
 
 async def index_messages(conn: AsyncConnection, rows: Sequence[tuple[int, int, str]]) -> None:
-    """Index ``(message_id, conversation_id, tokens)`` rows (tokens from ``document``)."""
+    """Index ``(message_id, conversation_id, tokens)`` rows (tokens from ``document``), and
+    add their words to their conversations' words (see :func:`conversations_matching`)."""
     if not rows:
         return
     params = [{"id": mid, "cid": cid, "doc": doc} for mid, cid, doc in rows]
@@ -71,6 +78,63 @@ async def index_messages(conn: AsyncConnection, rows: Sequence[tuple[int, int, s
             "INSERT INTO message_search (rowid, tokens, conversation_id) VALUES (:id, :doc, :cid)"
         )
     await conn.execute(sa.text(stmt), params)
+    await _add_conversation_words(conn, rows)
+
+
+async def _add_conversation_words(
+    conn: AsyncConnection, rows: Sequence[tuple[int, int, str]]
+) -> None:
+    """Add the words of new messages to ``conversation_words`` (migration 0011).
+
+    The words only ever grow: a deleted message's words stay, which keeps the row what the
+    walk needs — every word any message of the conversation holds, perhaps more. On
+    PostgreSQL ``||`` merges them in the upsert itself, so concurrent ingestion into one
+    conversation loses none; SQLite has one writer, so reading, merging and writing back
+    only the rows that gained a word is safe there and keeps the write small.
+    """
+    new: dict[int, dict[str, None]] = {}
+    for _, cid, doc in rows:
+        new.setdefault(cid, {}).update(dict.fromkeys(doc.split()))
+    new = {cid: words for cid, words in sorted(new.items()) if words}
+    if not new:
+        return
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            sa.text(
+                "INSERT INTO conversation_words (conversation_id, vector) "
+                "VALUES (:cid, strip(to_tsvector('simple', :doc))) "
+                "ON CONFLICT (conversation_id) "
+                "DO UPDATE SET vector = conversation_words.vector || excluded.vector"
+            ),
+            [{"cid": cid, "doc": " ".join(words)} for cid, words in new.items()],
+        )
+        return
+    bind: sa.BindParameter[list[int]] = sa.bindparam("ids", expanding=True)
+    result = await conn.execute(
+        sa.text(
+            "SELECT conversation_id, tokens FROM conversation_words WHERE conversation_id IN :ids"
+        ).bindparams(bind),
+        {"ids": list(new)},
+    )
+    known: dict[int, str] = {int(cid): str(tokens) for cid, tokens in result}
+    changed = []
+    for cid, words in new.items():
+        old = known.get(cid)
+        if old is None:
+            changed.append({"cid": cid, "tokens": " ".join(words)})
+            continue
+        seen = set(old.split())
+        added = [w for w in words if w not in seen]
+        if added:
+            changed.append({"cid": cid, "tokens": old + " " + " ".join(added)})
+    if changed:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO conversation_words (conversation_id, tokens) VALUES (:cid, :tokens) "
+                "ON CONFLICT (conversation_id) DO UPDATE SET tokens = excluded.tokens"
+            ),
+            changed,
+        )
 
 
 async def index_customer_name(conn: AsyncConnection, conversation_id: int, name: str) -> None:
@@ -111,7 +175,8 @@ async def index_new_customer_names(conn: AsyncConnection, names: Mapping[int, st
 
 
 async def unindex_conversations(conn: AsyncConnection, conversation_ids: Iterable[int]) -> None:
-    """Drop a conversation's entries; PostgreSQL's foreign keys do this by themselves."""
+    """Drop a conversation's entries; PostgreSQL's foreign keys do this by themselves, and
+    on both stores those of ``conversation_words``."""
     ids = list(conversation_ids)
     if not ids or conn.dialect.name == "postgresql":
         return
@@ -130,7 +195,8 @@ async def unindex_conversations(conn: AsyncConnection, conversation_ids: Iterabl
 
 
 async def unindex_messages(conn: AsyncConnection, message_ids: Iterable[int]) -> None:
-    """Drop single messages' entries; PostgreSQL's foreign keys do this by themselves."""
+    """Drop single messages' entries; PostgreSQL's foreign keys do this by themselves.
+    Their conversation's words keep theirs (see :func:`_add_conversation_words`)."""
     ids = list(message_ids)
     if not ids or conn.dialect.name == "postgresql":
         return
@@ -156,6 +222,13 @@ _conversation_search = sa.table(
     sa.column("vector"),
 )
 
+_conversation_words = sa.table(
+    "conversation_words",
+    sa.column("conversation_id", sa.Integer),
+    sa.column("tokens", sa.Text),
+    sa.column("vector"),
+)
+
 _POSTGRESQL_KEYS = {"message_search": "message_id", "conversation_search": "conversation_id"}
 """The key column of each search table on PostgreSQL (on SQLite: the FTS5 rowid)."""
 
@@ -163,8 +236,11 @@ SAMPLE_MESSAGES = 5_000
 """How many messages :func:`plan` counts matches in..."""
 SAMPLE_STRIPES = 10
 """...in this many runs of consecutive ids, spread evenly up to the newest message."""
-COMMON_HITS = 50
-"""A query matching this many of them (1 in 100) is *common*: the view is walked."""
+COMMON_HITS = 10
+"""A query matching this many of them per word (1 in 500: one word; 1 in 250: two) is
+*common*: the view is walked. Each further word makes the walk's first test per
+conversation, its words (:func:`conversations_matching`), say yes more often in vain, so
+the walk pays off only at a larger share."""
 
 
 @dataclass(frozen=True)
@@ -223,7 +299,8 @@ async def plan(conn: AsyncConnection, query: str) -> Plan:
         f"b{i}": end for i, end in enumerate(ends)
     }
     count = sa.text(f"SELECT {stripes}").bindparams(q=query, **bounds)
-    return Plan(tokens, common=(await conn.execute(count)).scalar_one() >= COMMON_HITS)
+    hits = (await conn.execute(count)).scalar_one()
+    return Plan(tokens, common=hits >= COMMON_HITS * len(tokens))
 
 
 def _document_matches(
@@ -272,12 +349,22 @@ def _collected(
 
 def conversations_matching(dialect: str, search: Plan) -> sa.ColumnElement[bool]:
     """Condition on ``conversations``: the customer name, or one message of the
-    conversation, contains a word starting with every token."""
+    conversation, contains a word starting with every token.
+
+    Walking, a conversation's messages are read only when its words (``conversation_words``,
+    every word of its messages) hold every token: one row says "no" for most conversations,
+    where reading their messages took ~10 documents each. For a one-word query that row is
+    the whole answer's test; for several words it can say yes when no single message holds
+    them all, and the messages decide.
+    """
     conv, msgs = tables.conversations, tables.messages
     if not search.common:
         hits = matching_conversations(dialect, search.tokens)
         return _collected(dialect, conv.c.id, hits, "conversation_id")
-    ms, cs = _message_search, _conversation_search
+    ms, cs, cw = _message_search, _conversation_search, _conversation_words
+    in_words = sa.select(sa.literal(1)).where(
+        cw.c.conversation_id == conv.c.id, _document_matches(dialect, cw, search.tokens)
+    )
     in_message = (
         sa.select(sa.literal(1))
         .select_from(msgs.join(ms, _key(dialect, ms) == msgs.c.id))
@@ -286,7 +373,8 @@ def conversations_matching(dialect: str, search: Plan) -> sa.ColumnElement[bool]
     in_name = sa.select(sa.literal(1)).where(
         _key(dialect, cs) == conv.c.id, _document_matches(dialect, cs, search.tokens)
     )
-    return sa.or_(_row_by_row(in_message), _row_by_row(in_name))
+    # AND and OR are evaluated in the order written, stopping as soon as the answer is known.
+    return sa.or_(sa.and_(_row_by_row(in_words), _row_by_row(in_message)), _row_by_row(in_name))
 
 
 def messages_matching(dialect: str, search: Plan) -> sa.ColumnElement[bool]:
