@@ -14,7 +14,7 @@ from tidings import Address, ContactType
 from tidings.contacts import add_contact, find_by_address
 from tidings.errors import ConfigError
 from tidings.store import Store, async_url, current_revision, head_revision, tables
-from tidings.store.search import is_search_table
+from tidings.store.tables_indexes import made_by_migrations
 
 pytestmark = pytest.mark.anyio
 
@@ -30,9 +30,7 @@ async def test_migrations_produce_exactly_the_declared_schema(store: Store) -> N
             conn,
             opts={
                 "compare_type": True,
-                "include_name": lambda name, type_, _: (
-                    not (type_ == "table" and is_search_table(name))
-                ),
+                "include_name": lambda name, type_, _: not made_by_migrations(name, type_),
             },
         )
         return list(compare_metadata(ctx, tables.metadata))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from tidings.store.search import is_search_table
 from tidings.store.tables import metadata
+from tidings.store.tables_indexes import made_by_migrations
 
 connection = context.config.attributes.get("connection")
 if connection is None:
@@ -16,7 +16,7 @@ context.configure(
     target_metadata=metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
-    include_name=lambda name, type_, parent: not (type_ == "table" and is_search_table(name)),
+    include_name=lambda name, type_, parent: not made_by_migrations(name, type_),
 )
 with context.begin_transaction():
     context.run_migrations()
