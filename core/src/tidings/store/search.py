@@ -236,8 +236,8 @@ SAMPLE_MESSAGES = 5_000
 """How many messages :func:`plan` counts matches in..."""
 SAMPLE_STRIPES = 10
 """...in this many runs of consecutive ids, spread evenly up to the newest message."""
-COMMON_HITS = 10
-"""A query matching this many of them per word (1 in 500: one word; 1 in 250: two) is
+COMMON_HITS = 15
+"""A query matching this many of them per word (0.3 % for one word, 0.6 % for two) is
 *common*: the view is walked. Each further word makes the walk's first test per
 conversation, its words (:func:`conversations_matching`), say yes more often in vain, so
 the walk pays off only at a larger share."""
