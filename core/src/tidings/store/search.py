@@ -408,10 +408,11 @@ def matching_conversations(dialect: str, tokens: Sequence[str]) -> sa.TextClause
             "UNION SELECT conversation_id FROM conversation_search "
             "WHERE vector @@ to_tsquery('simple', :tsq)"
         ).bindparams(tsq=_tsquery(tokens))
-    # The conversation of each hit through the messages' primary key: reading the
-    # UNINDEXED column from FTS5's content costs several times more per hit.
+    # The conversation of each hit from the narrow index of (id, conversation_id)
+    # (migration 0013): through the primary key each hit reads the message's wide row, and
+    # reading the UNINDEXED column from FTS5's content costs several times more again.
     return sa.text(
-        "SELECT conversation_id FROM messages WHERE id IN "
+        "SELECT conversation_id FROM messages INDEXED BY ix_messages_id_conversation WHERE id IN "
         "(SELECT rowid FROM message_search WHERE message_search MATCH :fts) "
         "UNION SELECT rowid FROM conversation_search WHERE conversation_search MATCH :fts"
     ).bindparams(fts=_fts_query(tokens))

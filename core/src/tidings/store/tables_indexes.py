@@ -26,18 +26,20 @@ conversations_created = sa.Index("ix_conversations_created", c.c.created_at)
 conversations_closed = sa.Index("ix_conversations_closed", c.c.closed_at)
 """Date filters on when a conversation was closed."""
 
-POSTGRESQL_TRIGRAM_INDEXES = (
+ONE_STORE_INDEXES = (
     "ix_participants_address_trigrams",
     "ix_conversations_subject_trigrams",
+    "ix_messages_id_conversation",
 )
-"""``pg_trgm`` GIN indexes of ``lower(address_key)`` and ``lower(subject)`` for the substring
-filters (migration 0012): PostgreSQL only, so made by the migration and not declared here."""
+"""Indexes made by migrations on one store only: PostgreSQL's ``pg_trgm`` GIN indexes of
+``lower(address_key)`` and ``lower(subject)`` for the substring filters (0012), and
+SQLite's ``(id, conversation_id)`` of messages for rare searches (0013)."""
 
 
 def made_by_migrations(name: str | None, type_: str) -> bool:
     """Schema objects that exist on one store only, so ``tables.metadata`` does not declare
     them and comparing it with the database leaves them out: the search tables and the
-    trigram indexes above."""
+    indexes above."""
     if type_ == "table":
         return is_search_table(name)
-    return type_ == "index" and name in POSTGRESQL_TRIGRAM_INDEXES
+    return type_ == "index" and name in ONE_STORE_INDEXES
