@@ -16,6 +16,7 @@ from email_imap_helpers import account, handle
 from tidings import Account, PolledBatch
 from tidings.testing.mailservers import DovecotServer, MailUser
 from tidings_email_imap import EmailSettings
+from tidings_email_imap.channel import FETCH_AHEAD, EmailImapChannel
 from tidings_email_imap.imap import ImapError
 
 pytestmark = pytest.mark.anyio
@@ -139,6 +140,33 @@ async def test_streaming_keeps_batches_small(
     assert len(sizes) == count // chunk
     assert seen == sorted(seen)
     assert len(set(seen)) == count
+
+
+async def test_a_backlog_is_fetched_a_bounded_number_of_batches_ahead(
+    imap_server: DovecotServer, mail_user: MailUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch is yielded with at most FETCH_AHEAD fetches started after it, so a long
+    backlog never piles up in memory however slowly the core stores it."""
+    imap_server.append_many(mail_user, [samples.numbered(i, prefix="a") for i in range(40)])
+    acct = account(imap_server, mail_user, fetch_chunk=4)
+    started: list[int] = []
+    fetch = EmailImapChannel._fetch
+
+    def counted(self: EmailImapChannel, *args: Any) -> Any:
+        started.append(args[3][0])  # the chunk's first UID
+        return fetch(self, *args)
+
+    monkeypatch.setattr(EmailImapChannel, "_fetch", counted)
+    when_yielded: list[int] = []
+    seen: list[int] = []
+    async for b in handle().poll(acct, None, follow=False):
+        when_yielded.append(len(started))
+        seen.extend(int(i.id) for i in b.items)
+        await anyio.sleep(0.01)  # a slow core: the fetches ahead run meanwhile
+    assert when_yielded == [min(n + 1 + FETCH_AHEAD, 10) for n in range(10)]
+    assert started == sorted(started)
+    assert seen == sorted(seen)
+    assert len(set(seen)) == 40
 
 
 async def test_dropped_connection_then_repoll_loses_and_doubles_nothing(

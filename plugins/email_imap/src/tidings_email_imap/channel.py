@@ -9,6 +9,7 @@ import os
 import pickle
 import subprocess
 import sys
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, aclosing
@@ -43,6 +44,14 @@ log = logging.getLogger("tidings_email_imap")
 Parsed = Future[list[InboundMessage]]
 
 ATTACHMENT_LIMITS = AttachmentLimits(max_count=20, max_bytes=20 * 1024 * 1024)
+
+FETCH_AHEAD = 2
+"""Batches a backlog's poll fetches (and has parsed) beyond the one out with the core.
+
+With one, the next batch's parse could only start once its fetch was done, and the core
+often waited for it: with two, the worker has a batch queued while the core stores one.
+Memory grows by one batch of mail, not with the backlog.
+"""
 
 
 def open_account_mailbox(settings: EmailSettings) -> AbstractAsyncContextManager[Mailbox]:
@@ -154,8 +163,9 @@ class _PollSession:
 
     A fresh connection per acknowledged batch (connect, log in, select, log out) cost more
     than the flagging itself. While a batch is out with the core, the connection fetches
-    at most the next batch, so ``acknowledge`` waits for that; only an IDLE (which lasts
-    up to ``poll_interval``) sends it to a connection of its own.
+    at most ``FETCH_AHEAD`` batches after it, so ``acknowledge`` waits for the fetch under
+    way; only an IDLE (which lasts up to ``poll_interval``) sends it to a connection of
+    its own.
     """
 
     mailbox: Mailbox
@@ -164,7 +174,7 @@ class _PollSession:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     idling: bool = False
     worker: _ParseWorker | None = None
-    # id(batch) → (batch, its parse in the worker); the two most recent batches only.
+    # id(batch) → (batch, its parse in the worker); the most recent batches only.
     parsed: dict[int, tuple[PolledBatch, Parsed]] = field(default_factory=dict)
 
     def start_worker(self) -> None:
@@ -187,7 +197,8 @@ class _PollSession:
         future = self.worker.submit(account_id, batch.items)
         if future is not None:
             self.parsed[id(batch)] = (batch, future)
-            while len(self.parsed) > 2:  # batches nobody received (a caller that only polls)
+            # Batches nobody received (a caller that only polls) are dropped.
+            while len(self.parsed) > FETCH_AHEAD + 1:
                 _, stale = self.parsed.pop(next(iter(self.parsed)))
                 stale.cancel()
 
@@ -285,27 +296,31 @@ class EmailImapChannel(Channel):
             ]
             if len(chunks) > 1 and settings.parse_worker:
                 session.start_worker()
-            ahead: asyncio.Task[PolledBatch] | None = None
+            # Batches fetched (and parsed, in the worker) while the core stores the one
+            # before them: at most FETCH_AHEAD beyond it, so memory stays flat. Each
+            # batch's cursor is computed here, in order.
+            ahead: deque[asyncio.Task[PolledBatch]] = deque()
             try:
                 for index, chunk in enumerate(chunks):
-                    last_uid = max(last_uid, chunk[-1])
-                    if ahead is None:
-                        batch = await self._fetch(account_id, session, settings, chunk, last_uid)
-                    else:
-                        batch, ahead = await ahead, None
-                    if index + 1 < len(chunks):
-                        # The next batch is fetched (and parsed, in the worker) while the
-                        # core stores this one: at most one batch ahead, so memory stays
-                        # flat. Its cursor is computed there, in order.
-                        following = chunks[index + 1]
-                        ahead = asyncio.ensure_future(
-                            self._fetch(account_id, session, settings, following,
-                                        max(last_uid, following[-1]))
+                    for following in chunks[index + len(ahead) : index + 1 + FETCH_AHEAD]:
+                        ahead.append(
+                            asyncio.ensure_future(
+                                self._fetch(account_id, session, settings, following,
+                                            max(last_uid, following[-1]))
+                            )
                         )  # fmt: skip
+                    last_uid = max(last_uid, chunk[-1])
+                    batch = await ahead[0]
+                    ahead.popleft()
                     yield batch
             finally:
-                if ahead is not None:
-                    await _settle(ahead)
+                try:
+                    while ahead:
+                        await _settle(ahead[0])
+                        ahead.popleft()
+                finally:
+                    for task in ahead:  # we were cancelled: so are the fetches not yet done
+                        task.cancel()
             await session.stop_worker()
             if redelivering:
                 continue  # now what is new
@@ -423,7 +438,7 @@ class EmailImapChannel(Channel):
             and not session.idling
             and not session.mailbox.closed
         ):
-            async with session.lock:  # at most the fetch of the next batch is under way
+            async with session.lock:  # after the fetches ahead that asked first
                 if not session.mailbox.closed:
                     if validity is not None and int(validity) != session.selected.uidvalidity:
                         log.warning("account %s: UIDVALIDITY changed, not flagging", account.id)
