@@ -14,6 +14,8 @@ from conversation_world import ACCOUNTS, START, Both, World, account, world  # n
 from tidings import (
     Account,
     Address,
+    Attachment,
+    AttachmentLimits,
     Capabilities,
     Channel,
     Consent,
@@ -48,6 +50,7 @@ class Scripted(Channel):
     def __init__(self) -> None:
         self.script: deque[Callable[[OutboundMessage], SendResult]] = deque()
         self.calls: list[str] = []
+        self.messages: list[OutboundMessage] = []
 
     def own_address(self, account: Account[Any]) -> Address:
         return Address.phone("+48221000555")
@@ -55,6 +58,7 @@ class Scripted(Channel):
     @hookimpl
     async def send(self, account: Account[Any], message: OutboundMessage) -> SendResult:
         self.calls.append(message.id)
+        self.messages.append(message)
         if self.script:
             return self.script.popleft()(message)
         return SendResult(provider_id=f"SM{message.id}", status=DeliveryStatus.QUEUED,
@@ -64,6 +68,13 @@ class Scripted(Channel):
 class Deduplicating(Scripted):
     name = "t_dedup"
     capabilities = Capabilities(threading=Threading.ADDRESS, deduplicates_sends=True)
+
+
+class Filed(Scripted):
+    """A provider that takes attachments (as MMS does)."""
+
+    name = "t_filed"
+    capabilities = Capabilities(threading=Threading.ADDRESS, attachments=AttachmentLimits())
 
 
 def raise_(exc: Exception) -> Callable[[OutboundMessage], SendResult]:
@@ -87,13 +98,14 @@ class Setup:
         self.w = w
         self.scripted = Scripted()
         self.dedup = Deduplicating()
+        self.filed = Filed()
         self.listener = Listener()
         chans = self
 
         class Register:
             @hookimpl
             def register_channels(self) -> list[Channel]:
-                return [chans.scripted, chans.dedup]
+                return [chans.scripted, chans.dedup, chans.filed]
 
         plugins = load_plugins(
             {}, extra=[("both", Both()), ("scripted", Register()), ("listen", self.listener)],
@@ -103,6 +115,7 @@ class Setup:
             **ACCOUNTS,
             "sc": account("sc", Scripted, "support"),
             "dd": account("dd", Deduplicating, "support"),
+            "fl": account("fl", Filed, "support"),
         }
         self.svc = Conversations(w.store, plugins, self.accounts, clock=w.clock)
         self.outbox = Outbox(w.store, plugins, self.accounts, clock=w.clock, policy=FAST)
@@ -320,3 +333,22 @@ async def test_hook_delivery_status_changed(s: Setup) -> None:
     # Composing made it "queued"; the send result said the same, so only one move forward.
     assert [x for x in s.listener.seen if x[0] == mid] == [(mid, "delivered")]
     assert (await s.message(mid)).status == "delivered"  # the broken listener changed nothing
+
+
+async def test_attachments_go_out_with_their_own_message(s: Setup) -> None:
+    """In one batch, each message reaches the channel with exactly its own attachments
+    (stored bytes, or a link), and one without attachments with none."""
+    photo = Attachment(filename="szkoda.png", content_type="image/png", data=b"\x89PNG" * 50)
+    linked = Attachment(filename="umowa.pdf", content_type="application/pdf",
+                        url="https://files.example.com/umowa.pdf")  # fmt: skip
+    draft = Draft(text="Zdjęcie i umowa", to=("+48600100200",), attachments=(photo, linked))
+    with_files = (await s.svc.send(s.w.alice, draft, account_id="fl")).message_id
+    plain = await s.compose("Bez załączników", to="+48600100201", acct="fl")
+    assert (await s.outbox.run_once()).sent == 2
+    given = {int(m.id): m.attachments for m in s.filed.messages}
+    assert given.keys() == {with_files, plain}
+    assert [(a.filename, a.content_type, a.data, a.url) for a in given[with_files]] == [
+        ("szkoda.png", "image/png", photo.data, None),
+        ("umowa.pdf", "application/pdf", None, "https://files.example.com/umowa.pdf"),
+    ]
+    assert given[plain] == ()

@@ -65,9 +65,92 @@ UNKNOWN_OUTCOME = (
     "before sending again"
 )
 
-_SENDING = (m.c.id, m.c.sender_key, m.c.recipients, m.c.subject, m.c.text, m.c.html, m.c.meta)
+_SENDING = (
+    m.c.id, m.c.sender_key, m.c.recipients, m.c.subject, m.c.text, m.c.html, m.c.meta,
+    m.c.has_attachments,
+)  # fmt: skip
 """The columns ``_outbound`` reads: loading whole rows would convert columns nobody uses
 (times, the provider's raw payload) for every message."""
+
+_IDS: sa.BindParameter[list[int]] = sa.bindparam("b_ids", expanding=True)
+
+
+@functools.cache
+def _claiming(dialect: str) -> sa.Update:
+    """The claim: up to ``b_limit`` messages due at ``b_now`` marked as ``b_worker``'s.
+
+    Every statement of the worker is built once, with bound parameters for whatever varies:
+    SQLAlchemy then finds its compiled form by a cache key computed once, where a statement
+    built per batch is walked again each time (a tenth of the worker's database CPU)."""
+    due = (
+        sa.select(o.c.message_id)
+        .where(o.c.state == "pending", o.c.not_before <= sa.bindparam("b_now"))
+        .order_by(o.c.not_before, o.c.message_id)
+        .limit(sa.bindparam("b_limit"))
+    )
+    if dialect == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    return (
+        sa.update(o)
+        .where(o.c.message_id.in_(due.scalar_subquery()))
+        .values(state="sending", claimed_by=sa.bindparam("b_worker"),
+                claimed_at=sa.bindparam("b_now"), claims=o.c.claims + 1)
+        .returning(o.c.message_id, o.c.account_id, o.c.claims, o.c.attempts)
+    )  # fmt: skip
+
+
+_LOADING = sa.select(*_SENDING).where(m.c.id.in_(_IDS))
+_ATTACHED = (
+    sa.select(tables.attachments, tables.blobs.c.data)
+    .select_from(
+        tables.attachments.outerjoin(
+            tables.blobs, tables.blobs.c.sha256 == tables.attachments.c.sha256
+        )
+    )
+    .where(tables.attachments.c.message_id.in_(_IDS))
+    .order_by(tables.attachments.c.id)
+)
+_RECORDING = (
+    sa.select(
+        m.c.id, m.c.conversation_id, m.c.status, o.c.claimed_by,
+        # Whether any delivery report is parked at all (almost never): only then is it
+        # worth a statement to look for this batch's provider ids among them.
+        sa.exists(sa.select(p.c.id)).label("parked"),
+    )
+    .select_from(m.outerjoin(o, sa.and_(o.c.message_id == m.c.id, o.c.state == "sending")))
+    .where(m.c.id.in_(_IDS))
+)  # fmt: skip
+_BY_ID = m.c.id == sa.bindparam("b_id")
+_KEPT = sa.update(m).where(_BY_ID).values(provider_id=sa.bindparam("b_provider_id"))
+_MOVED = (
+    sa.update(m).where(_BY_ID)
+    .values(provider_id=sa.bindparam("b_provider_id"), status=sa.bindparam("b_status"),
+            status_raw=sa.bindparam("b_raw"), error_code=None, error_message=None,
+            status_at=sa.bindparam("b_now"))
+)  # fmt: skip
+_FAILED = (
+    sa.update(m).where(_BY_ID)
+    .values(status=DeliveryStatus.FAILED.value, error_code=sa.bindparam("b_code"),
+            error_message=sa.bindparam("b_reason"), status_at=sa.bindparam("b_now"))
+)  # fmt: skip
+_UNKNOWN = (
+    sa.update(m).where(_BY_ID)
+    .values(status=DeliveryStatus.UNKNOWN.value, error_code="unknown",
+            error_message=sa.bindparam("b_reason"), status_at=sa.bindparam("b_now"))
+)  # fmt: skip
+_REQUEUED = (
+    sa.update(o).where(o.c.message_id == sa.bindparam("b_id"))
+    .values(state="pending", not_before=sa.bindparam("b_when"),
+            attempts=sa.bindparam("b_attempts"), claimed_by=None, claimed_at=None,
+            last_error=sa.bindparam("b_error"))
+)  # fmt: skip
+_FINISHED = sa.delete(o).where(o.c.message_id.in_(_IDS))
+_LOGGED = sa.insert(tables.events)
+_PARKED = (
+    sa.select(p.c.account_id, p.c.provider_id)
+    .distinct()
+    .where(p.c.provider_id.in_(sa.bindparam("b_provider_ids", expanding=True)))
+)
 
 RECORD_BATCH = 500
 """Most finished attempts one recording transaction takes."""
@@ -186,39 +269,32 @@ class Outbox:
 
     async def claim(self, limit: int) -> list[Claim]:
         """Mark up to ``limit`` due messages as being sent by this worker (committed)."""
-        now = self.clock()
-        due = (
-            sa.select(o.c.message_id)
-            .where(o.c.state == "pending", o.c.not_before <= now)
-            .order_by(o.c.not_before, o.c.message_id)
-            .limit(limit)
-        )
-        if self.store.dialect == "postgresql":
-            due = due.with_for_update(skip_locked=True)
         async with self.store.write() as conn:
-            rows = await conn.execute(
-                sa.update(o)
-                .where(o.c.message_id.in_(due.scalar_subquery()))
-                .values(
-                    state="sending",
-                    claimed_by=self.worker_id,
-                    claimed_at=now,
-                    claims=o.c.claims + 1,
-                )
-                .returning(o.c.message_id, o.c.account_id, o.c.claims, o.c.attempts)
-            )
-            claims = [Claim(r.message_id, r.account_id, r.claims, r.attempts) for r in rows]
+            return await self._claim(conn, limit)
+
+    async def _claim(self, conn: AsyncConnection, limit: int) -> list[Claim]:
+        rows = await conn.execute(
+            _claiming(self.store.dialect),
+            {"b_now": self.clock(), "b_limit": limit, "b_worker": self.worker_id},
+        )
+        claims = [Claim(r.message_id, r.account_id, r.claims, r.attempts) for r in rows]
         return sorted(claims, key=lambda c: c.message_id)
+
+    async def _claim_and_load(self, limit: int) -> tuple[int, list[_Job]]:
+        """How many messages were claimed, and those still there loaded, in one transaction
+        committed before any provider call: one connection and one commit per batch."""
+        async with self.store.write() as conn:
+            claims = await self._claim(conn, limit)
+            return len(claims), await self._load(conn, claims) if claims else []
 
     # --- the pipeline --------------------------------------------------------------------
 
     async def run_once(self, *, limit: int = 100, concurrency: int = 50) -> Outcome:
         """Claim what is due now and send it, ``concurrency`` at a time."""
         outcome = Outcome()
-        claims = await self.claim(limit)
-        if not claims:
+        _, jobs = await self._claim_and_load(limit)
+        if not jobs:
             return outcome
-        jobs = await self._load(claims)
 
         async def feed(send: MemoryObjectSendStream[_Job]) -> None:
             for job in jobs:
@@ -250,8 +326,7 @@ class Outbox:
                     if time.monotonic() - last_recovery > recover_every:
                         await self.recover()
                         last_recovery = time.monotonic()
-                    claims = await self.claim(2 * concurrency)
-                    jobs = await self._load(claims) if claims else []
+                    claimed, jobs = await self._claim_and_load(2 * concurrency)
                 except Exception:
                     # The database failed us: nothing was sent for these claims, which
                     # stay for ``recover``; try again later rather than die.
@@ -263,7 +338,7 @@ class Outbox:
                 backoff = idle
                 for job in jobs:
                     await _put(send, job)
-                if not claims:
+                if not claimed:
                     with anyio.move_on_after(idle):
                         await stop.wait()
 
@@ -287,39 +362,30 @@ class Outbox:
                 async with jobs_in:
                     await feed(jobs_in)
 
-    async def _load(self, claims: Sequence[Claim]) -> list[_Job]:
-        """The claimed messages with their attachments and their recipients' opt-outs,
-        in one read transaction."""
-        ids = [c.message_id for c in claims]
-        a, b = tables.attachments, tables.blobs
-        async with self.store.read() as conn:
-            rows = (await conn.execute(sa.select(*_SENDING).where(m.c.id.in_(ids)))).all()
-            files: dict[int, list[Attachment]] = {}
-            attached = await conn.execute(
-                sa.select(a, b.c.data)
-                .select_from(a.outerjoin(b, b.c.sha256 == a.c.sha256))
-                .where(a.c.message_id.in_(ids))
-                .order_by(a.c.id)
-            )
-            for f in attached:
-                files.setdefault(f.message_id, []).append(
-                    Attachment(
-                        filename=f.filename, content_type=f.content_type,
-                        data=bytes(f.data) if f.data is not None else None,
-                        url=None if f.data is not None else f.url,
-                        inline=f.inline, content_id=f.content_id,
-                    )
-                )  # fmt: skip
-            messages = {row.id: _outbound(row, files.get(row.id, ())) for row in rows}
-            recipients: dict[str, set[str]] = {}
-            for claim in claims:
-                if claim.message_id in messages:
-                    keys = recipients.setdefault(claim.account_id, set())
-                    keys.update(x.key for x in messages[claim.message_id].to)
-            stopped = {
-                account_id: set(await opted_out(conn, account_id, sorted(keys)))
-                for account_id, keys in recipients.items()
-            }
+    async def _load(self, conn: AsyncConnection, claims: Sequence[Claim]) -> list[_Job]:
+        """The claimed messages with their attachments and their recipients' opt-outs."""
+        rows = (await conn.execute(_LOADING, {"b_ids": [c.message_id for c in claims]})).all()
+        files: dict[int, list[Attachment]] = {}
+        attached = [row.id for row in rows if row.has_attachments]
+        for f in await conn.execute(_ATTACHED, {"b_ids": attached}) if attached else ():
+            files.setdefault(f.message_id, []).append(
+                Attachment(
+                    filename=f.filename, content_type=f.content_type,
+                    data=bytes(f.data) if f.data is not None else None,
+                    url=None if f.data is not None else f.url,
+                    inline=f.inline, content_id=f.content_id,
+                )
+            )  # fmt: skip
+        messages = {row.id: _outbound(row, files.get(row.id, ())) for row in rows}
+        recipients: dict[str, set[str]] = {}
+        for claim in claims:
+            if claim.message_id in messages:
+                keys = recipients.setdefault(claim.account_id, set())
+                keys.update(x.key for x in messages[claim.message_id].to)
+        stopped = {
+            account_id: set(await opted_out(conn, account_id, sorted(keys)))
+            for account_id, keys in recipients.items()
+        }
         jobs = []
         for claim in claims:
             message = messages.get(claim.message_id)
@@ -446,22 +512,18 @@ class Outbox:
                 changes += await self._record_failed(conn, failed, rows, now)
             if unknown:
                 await conn.execute(
-                    sa.update(m).where(m.c.id == sa.bindparam("b_id"))
-                    .values(status=DeliveryStatus.UNKNOWN.value, error_code="unknown",
-                            error_message=sa.bindparam("b_reason"), status_at=now),
-                    [{"b_id": d.claim.message_id, "b_reason": d.reason} for d in unknown],
+                    _UNKNOWN,
+                    [{"b_id": d.claim.message_id, "b_reason": d.reason, "b_now": now}
+                     for d in unknown],
                 )  # fmt: skip
             if requeue:
                 await conn.execute(
-                    sa.update(o).where(o.c.message_id == sa.bindparam("b_id"))
-                    .values(state="pending", not_before=sa.bindparam("b_when"),
-                            attempts=sa.bindparam("b_attempts"), claimed_by=None,
-                            claimed_at=None, last_error=sa.bindparam("b_error")),
+                    _REQUEUED,
                     [{"b_id": d.claim.message_id, "b_when": now + self._requeue_delay(d),
                       "b_attempts": d.attempts, "b_error": str(d.error)} for d in requeue],
                 )  # fmt: skip
             if finished:
-                await conn.execute(sa.delete(o).where(o.c.message_id.in_(finished)))
+                await conn.execute(_FINISHED, {"b_ids": finished})
             log_rows = [
                 {"conversation_id": rows[d.claim.message_id].conversation_id, "at": now,
                  "actor_id": None, "kind": kind,
@@ -471,7 +533,7 @@ class Outbox:
                 for kind, data in [_event(d)]
             ]  # fmt: skip
             if log_rows:
-                await conn.execute(sa.insert(tables.events), log_rows)
+                await conn.execute(_LOGGED, log_rows)
         for d in sent:
             row = rows.get(d.claim.message_id)
             if row is not None and row.claimed_by != self.worker_id:
@@ -493,12 +555,7 @@ class Outbox:
         recording transaction (a message deleted meanwhile is simply absent)."""
         if not ids:
             return {}
-        claimed = sa.and_(o.c.message_id == m.c.id, o.c.state == "sending")
-        rows = await conn.execute(
-            sa.select(m.c.id, m.c.conversation_id, m.c.status, o.c.claimed_by)
-            .select_from(m.outerjoin(o, claimed))
-            .where(m.c.id.in_(ids))
-        )
+        rows = await conn.execute(_RECORDING, {"b_ids": list(ids)})
         return {int(row.id): row for row in rows.all()}
 
     async def _record_sent(
@@ -525,29 +582,19 @@ class Outbox:
             first = StatusUpdate(
                 provider_id=result.provider_id, status=result.status, raw_status=result.raw_status
             )
-            moved.append({**values, "b_status": result.status.value, "b_raw": result.raw_status})
+            moved.append({**values, "b_status": result.status.value, "b_raw": result.raw_status,
+                          "b_now": now})  # fmt: skip
             changes.append(StatusChange(d.claim.message_id, row.conversation_id,
                                         d.claim.account_id, first))  # fmt: skip
-        by_id = m.c.id == sa.bindparam("b_id")
         if kept:
-            await conn.execute(
-                sa.update(m).where(by_id).values(provider_id=sa.bindparam("b_provider_id")), kept
-            )
+            await conn.execute(_KEPT, kept)
         if moved:
-            await conn.execute(
-                sa.update(m).where(by_id)
-                .values(provider_id=sa.bindparam("b_provider_id"),
-                        status=sa.bindparam("b_status"), status_raw=sa.bindparam("b_raw"),
-                        error_code=None, error_message=None, status_at=now),
-                moved,
-            )  # fmt: skip
+            await conn.execute(_MOVED, moved)
         # Reports that beat the send's answer were parked under the provider's id.
+        if not any(row.parked for row in rows.values()):
+            return changes
         ids = {(d.claim.account_id, d.result.provider_id) for d in sent if d.result is not None}
-        early = await conn.execute(
-            sa.select(p.c.account_id, p.c.provider_id)
-            .distinct()
-            .where(p.c.provider_id.in_(sorted({pid for _, pid in ids})))
-        )
+        early = await conn.execute(_PARKED, {"b_provider_ids": sorted({pid for _, pid in ids})})
         for account_id, provider_id in early.all():
             if (account_id, provider_id) in ids:
                 changes += await apply_parked(conn, account_id, provider_id, now)
@@ -561,10 +608,8 @@ class Outbox:
         now: datetime,
     ) -> list[StatusChange]:
         await conn.execute(
-            sa.update(m).where(m.c.id == sa.bindparam("b_id"))
-            .values(status=DeliveryStatus.FAILED.value, error_code=sa.bindparam("b_code"),
-                    error_message=sa.bindparam("b_reason"), status_at=now),
-            [{"b_id": d.claim.message_id, "b_code": d.code, "b_reason": d.reason}
+            _FAILED,
+            [{"b_id": d.claim.message_id, "b_code": d.code, "b_reason": d.reason, "b_now": now}
              for d in failed],
         )  # fmt: skip
         return [
