@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
 from conversation_world import START, World, world  # noqa: F401
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings import Attachment, ContactMatch, ContactType, InboundMessage
 from tidings.contacts import add_contact
@@ -261,13 +263,22 @@ async def test_a_late_message_recomputes_metrics_as_if_in_order(world: World) ->
     assert m.last_message_at == START + timedelta(minutes=30)
 
 
-@pytest.fixture(params=["index", "walk"])
+@pytest.fixture(params=["lookup", "index", "walk"])
 def search_plan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Each search test runs with both plans of ``search.plan``: matches collected from the
-    full-text index (every query is rare in a small database), and the view walked with
-    each row tested (every query counted as common). Both must find the same rows."""
-    if request.param == "walk":
-        monkeypatch.setattr(search, "COMMON_HITS", 0)
+    """Each search test runs with every plan ``search.plan`` can choose: matches collected
+    from the full-text index and their conversations looked up (nothing sampled) or the
+    view walked through them (some sampled), and the view walked with each row tested
+    (common). All must find the same rows."""
+    chosen = search.plan
+
+    async def forced(conn: AsyncConnection, query: str) -> search.Plan:
+        found = await chosen(conn, query)
+        if request.param == "walk":
+            return dataclasses.replace(found, common=True)
+        sampled = 0 if request.param == "lookup" else max(found.sampled, 1)
+        return dataclasses.replace(found, common=False, sampled=sampled)
+
+    monkeypatch.setattr(search, "plan", forced)
     return str(request.param)
 
 
@@ -374,7 +385,9 @@ async def test_search_plan_walks_the_view_only_for_common_queries(
         assert not (await search.plan(conn, "pilne")).common  # 1
         assert not (await search.plan(conn, "zamów pilne")).common  # 1: every word counts
         assert not (await search.plan(conn, "zamów faktur")).common  # 2: two words need 4
-        assert not (await search.plan(conn, "hulajnoga")).common  # 2, but 1 of the newest
+        rare = await search.plan(conn, "hulajnoga")  # 2, but 1 of the newest
+        assert (rare.common, rare.sampled) == (False, 1)
+        assert (await search.plan(conn, "rower")).sampled == 0
     # The walk stops after a page, in the view's order.
     page = await world.svc.view(world.boss, View.ALL, Filters(search="zamów"), Page(limit=2))
     assert [r.id for r in page] == [urgent, cids[3]]

@@ -20,9 +20,6 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.visitors import InternalTraversal
 
 from tidings.conversations.models import (
     Actor,
@@ -33,6 +30,7 @@ from tidings.conversations.models import (
 )
 from tidings.errors import Forbidden
 from tidings.store import search, tables, tables_routing
+from tidings.store.hints import unindexed
 
 c, m = tables.conversations, tables.messages
 
@@ -43,39 +41,6 @@ _DATE_COLUMNS = {
     DateField.UPDATED: c.c.updated_at,
     DateField.LAST_MESSAGE: c.c.last_message_at,
 }
-
-
-class _Unindexed(sa.ColumnElement[Any]):
-    """A column the SQLite planner must not pick an index for (see :func:`unindexed`)."""
-
-    inherit_cache = True
-    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]
-
-    def __init__(self, column: sa.ColumnElement[Any]) -> None:
-        self.column = column
-        self.type = column.type
-
-
-@compiles(_Unindexed)
-def _compile_plain(element: _Unindexed, compiler: SQLCompiler, **kw: Any) -> str:
-    return compiler.process(element.column, **kw)
-
-
-@compiles(_Unindexed, "sqlite")
-def _compile_unary_plus(element: _Unindexed, compiler: SQLCompiler, **kw: Any) -> str:
-    # SQLite's documented way to take a term out of index selection: unary + is a no-op
-    # on any value, but a term on "+column" cannot constrain an index.
-    return "+" + compiler.process(element.column, **kw)
-
-
-def unindexed(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    """``column`` as SQLite must not use for choosing an index; unchanged elsewhere.
-
-    Visibility matches most of what an agent's view holds, yet SQLite, planning without
-    statistics, takes its index for selective: it fetches every matching conversation and
-    sorts tens of thousands of rows for a page of 50.
-    """
-    return _Unindexed(column)
 
 
 def visible(actor: Actor) -> sa.ColumnElement[bool]:

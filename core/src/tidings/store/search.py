@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.errors import TidingsError
 from tidings.store import tables
+from tidings.store.hints import unindexed
 
 MIN_QUERY_LENGTH = 3
 SEARCH_TABLES = (
@@ -250,6 +251,10 @@ class Plan:
 
     tokens: tuple[str, ...]
     common: bool
+    sampled: int = 0
+    """Matches among the sampled messages: with none, the collected matches are few (under
+    1 in 5,000 messages); with some, they may be thousands (see
+    :func:`conversations_matching`)."""
 
 
 async def plan(conn: AsyncConnection, query: str) -> Plan:
@@ -299,8 +304,8 @@ async def plan(conn: AsyncConnection, query: str) -> Plan:
         f"b{i}": end for i, end in enumerate(ends)
     }
     count = sa.text(f"SELECT {stripes}").bindparams(q=query, **bounds)
-    hits = (await conn.execute(count)).scalar_one()
-    return Plan(tokens, common=hits >= COMMON_HITS * len(tokens))
+    hits = int((await conn.execute(count)).scalar_one())
+    return Plan(tokens, common=hits >= COMMON_HITS * len(tokens), sampled=hits)
 
 
 def _document_matches(
@@ -359,8 +364,14 @@ def conversations_matching(dialect: str, search: Plan) -> sa.ColumnElement[bool]
     """
     conv, msgs = tables.conversations, tables.messages
     if not search.common:
+        # Few matches (none sampled): fetch each conversation and sort the page from them.
+        # Thousands: fetching and sorting them cost more than walking the view in order and
+        # looking each conversation up in the collected set, which SQLite does only when
+        # the id is no candidate for an index (22 -> 12 ms for 4,100 conversations at a
+        # million messages; 15 ms to walk all 100,000 when nothing matches after all).
+        column = conv.c.id if search.sampled == 0 else unindexed(conv.c.id)
         hits = matching_conversations(dialect, search.tokens)
-        return _collected(dialect, conv.c.id, hits, "conversation_id")
+        return _collected(dialect, column, hits, "conversation_id")
     ms, cs, cw = _message_search, _conversation_search, _conversation_words
     in_words = sa.select(sa.literal(1)).where(
         cw.c.conversation_id == conv.c.id, _document_matches(dialect, cw, search.tokens)
