@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from email import policy
 from typing import Any
 
 import email_imap_samples as samples
@@ -19,7 +20,7 @@ from tidings import (
     WebhookRequest,
 )
 from tidings_email_imap import EmailSettings
-from tidings_email_imap.parse import sanitize_html
+from tidings_email_imap.parse import parse_headers, plain_mailboxes, raw_header, sanitize_html
 
 
 def make_account(**overrides: Any) -> Account[EmailSettings]:
@@ -265,3 +266,63 @@ def test_secrets_never_appear_in_reprs() -> None:
     assert "hunter2-secret" not in repr(acct)
     assert "smtp-secret" not in repr(acct.settings)
     assert "hunter2-secret" not in acct.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "jan@kowalski.pl",
+        "<jan@kowalski.pl>",
+        "Jan Kowalski <jan@kowalski.pl>",
+        "Jan Kowalski<jan@kowalski.pl>",
+        "O'Brien & Sons <info+shop@obrien.ie>, Support <support@example.test>",
+        "a@b, c@d,e@f",
+        "Customer 12 <Customer12@Example.org>",
+    ],
+)
+def test_plain_mailboxes_read_as_the_header_registry_does(value: str) -> None:
+    parsed = policy.default.header_factory("To", value)
+    assert not parsed.defects
+    assert plain_mailboxes(value) == [(a.display_name, a.addr_spec) for a in parsed.addresses]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Jan  Kowalski <jan@kowalski.pl>",
+        "J. Kowalski <jan@kowalski.pl>",
+        '"Kowalski, Jan" <jan@kowalski.pl>',
+        "Jan Kowalski <jan@kowalski.pl> (work)",
+        "=?UTF-8?Q?Jan_Kowalski_=C5=BB=C3=B3=C5=82w?= <jan@kowalski.pl>",
+        "Żaneta <zaneta@example.pl>",
+        "undisclosed-recipients:;",
+        "Team: a@b, c@d;",
+        "bad-address-without-at",
+        "a@b,",
+        "jan@[192.168.0.1]",
+        "jan.@kowalski.pl",
+        "Jan <jan@kowalski.pl",
+        "",
+    ],
+)
+def test_anything_but_plain_mailboxes_is_left_to_the_registry(value: str) -> None:
+    assert plain_mailboxes(value) is None
+
+
+def test_the_corpus_address_headers_read_as_the_registry_does() -> None:
+    raws = [
+        samples.simple(), samples.gmail_reply(), samples.outlook_reply_inline_image(),
+        samples.thunderbird_attachments(), samples.wrong_charsets(), samples.forward_with_eml(),
+        samples.calendar_invite(), samples.html_only(), samples.vacation_reply(),
+    ]  # fmt: skip
+    answered = 0
+    for raw in raws:
+        msg = parse_headers(raw)
+        for name in ("From", "To", "Cc", "Reply-To", "Sender"):
+            value = raw_header(msg, name)
+            plain = plain_mailboxes(value) if value is not None else None
+            if plain is not None:
+                answered += 1
+                expected = [(a.display_name, a.addr_spec) for a in msg[name].addresses]
+                assert plain == expected, (name, value)
+    assert answered >= len(raws)
