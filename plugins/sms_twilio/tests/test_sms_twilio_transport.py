@@ -324,3 +324,39 @@ async def test_a_cancelled_request_drops_its_connection(server: str) -> None:
                 await client.post(f"{server}/slow/2010-04-01/Accounts/AC1/Messages.json")
         assert not any(transport._idle.values())  # its answer may still come: not reusable
         assert (await client.get(f"{server}/sized")).content == BIG
+
+
+@pytest.mark.anyio
+async def test_a_send_goes_out_as_one_whole_request(
+    raw: tuple[str, list[Script], list[int]],
+) -> None:
+    """The channel's prepared request (its body a ready stream) reaches the wire with the
+    Host, the Content-Length and the form httpx itself would have sent."""
+    url, scripts, _ = raw
+    seen: list[bytes] = []
+
+    def record(request: bytes) -> bytes:
+        seen.append(request)
+        body = b'{"sid": "SM1", "status": "queued"}'
+        return b"HTTP/1.1 201 Created\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+    scripts.append(record)
+    channel = TwilioSms()
+    try:
+        result = (
+            await load_with(channel)
+            .channel("sms_twilio")
+            .send(account(base_url=url), outbound("Zażółć"))
+        )
+    finally:
+        await channel.aclose()
+    assert result.provider_id == "SM1"
+    (request,) = seen
+    head, _, body = request.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0].startswith(b"POST /2010-04-01/Accounts/AC")
+    headers = dict(line.split(b": ", 1) for line in lines[1:])
+    assert headers[b"Host"] == url.removeprefix("http://").encode()
+    assert headers[b"Content-Length"] == str(len(body)).encode()
+    form = dict(httpx.QueryParams(body.decode()))
+    assert (form["To"], form["Body"]) == ("+48600100200", "Zażółć")

@@ -353,7 +353,10 @@ class Http11Transport(httpx.AsyncBaseTransport):
         try:
             body: bytes | None = request.content
         except httpx.RequestNotRead:
-            body = None
+            # A body given as bytes in a stream (``send.Messages``) is still sent whole.
+            body = (
+                b"".join(request.stream) if isinstance(request.stream, httpx.ByteStream) else None
+            )
         if body is not None:
             await conn.write(b"".join(lines) + body, seconds)
             return
