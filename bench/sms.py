@@ -13,11 +13,14 @@ For each added provider latency it starts the local Twilio-shaped server
   (``Outbox.run``) sends them at ``--concurrency`` until the outbox is empty; later rounds
   put the same messages back in the outbox (SQL) and send them again;
 * **bare aiohttp** — one ``aiohttp.ClientSession``, ``--concurrency`` tasks POSTing the same
-  form bodies with Basic auth and reading the sid: the floor any sender pays.
+  form bodies with Basic auth and reading the sid: the yardstick of issue 9.
 
 Both count messages per second of wall time and CPU seconds of this process per message
 (``time.process_time``, every thread: SQLite's driver thread included; the PostgreSQL
-server's own CPU is not). The server checks that every message arrived exactly once.
+server's own CPU is not). Beside them, the CPU the Twilio-shaped server's process spent
+per message meanwhile (``/proc``): the provider shares this machine's cores, so on a busy
+machine a sender's rate depends on the provider's CPU as much as on its own. The server
+checks that every message arrived exactly once.
 Each of ``--rounds`` rounds runs bare aiohttp, the channel's send hook alone and the
 pipeline one after another, so each round's ratios compare figures taken under the same
 load of this shared machine; the last line gives their range over the rounds.
@@ -39,6 +42,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -83,6 +87,8 @@ class Phase:
     messages: int
     seconds: float
     cpu: float
+    provider_cpu: float | None = None
+    """CPU seconds of the Twilio-shaped server process meanwhile (its own process)."""
 
     @property
     def rate(self) -> float:
@@ -93,11 +99,24 @@ class Phase:
         return self.cpu / self.messages * 1000.0
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user and system) of process ``pid`` so far, from ``/proc``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def timed(name: str, messages: int, into: list[Phase]) -> Iterator[None]:
+def timed(
+    name: str, messages: int, into: list[Phase], server: TwilioServer | None = None
+) -> Iterator[None]:
+    pid = server.process.pid if server is not None and server.process is not None else None
+    before = process_cpu(pid) if pid is not None else 0.0
     cpu, wall = time.process_time(), time.perf_counter()
     yield
-    into.append(Phase(name, messages, time.perf_counter() - wall, time.process_time() - cpu))
+    phase = Phase(name, messages, time.perf_counter() - wall, time.process_time() - cpu)
+    if pid is not None:
+        phase.provider_cpu = process_cpu(pid) - before
+    into.append(phase)
 
 
 # --- the pipeline ----------------------------------------------------------------------------
@@ -227,7 +246,7 @@ async def pipeline(
 ) -> None:
     """The outbox worker sends every message of ``ids`` (waiting in the outbox)."""
     server.reset()
-    with timed("pipeline (outbox worker)", len(ids), phases):
+    with timed("pipeline (outbox worker)", len(ids), phases, server):
         await drain(runtime, concurrency, len(ids))
     check(server, len(ids), "pipeline")
     missing = await unsent(runtime, ids)
@@ -264,7 +283,7 @@ async def bare(server: TwilioServer, n: int, concurrency: int, phases: list[Phas
 
         await run(iter(range(900_000, 900_000 + min(200, n))))  # warm-up
         server.reset()
-        with timed("bare aiohttp loop", n, phases):
+        with timed("bare aiohttp loop", n, phases, server):
             await run(iter(range(n)))
     check(server, n, "bare aiohttp")
 
@@ -299,7 +318,7 @@ async def channel_only(server: TwilioServer, n: int, concurrency: int, phases: l
         await run(messages(range(900_000, 900_000 + min(200, n))))  # warm-up
         server.reset()
         queue = messages(range(n))
-        with timed("channel send hook alone", n, phases):
+        with timed("channel send hook alone", n, phases, server):
             await run(queue)
     finally:
         await channel.aclose()
@@ -320,9 +339,12 @@ def report(title: str, phases: list[Phase]) -> tuple[float, float]:
     and its CPU per message as a multiple of bare aiohttp's."""
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     say(f"\n{title}, load average {load} on {os.cpu_count()} CPUs")
-    say(f"  {'phase':<32} {'msg/s':>8} {'CPU ms/msg':>11} {'wall s':>8}")
+    say(
+        f"  {'phase':<32} {'msg/s':>8} {'CPU ms/msg':>11} {'wall s':>8} {'provider CPU ms/msg':>20}"
+    )
     for p in phases:
-        say(f"  {p.name:<32} {p.rate:>8,.0f} {p.cpu_ms:>11.3f} {p.seconds:>8.2f}")
+        provider = f"{p.provider_cpu / p.messages * 1000:>20.3f}" if p.provider_cpu else ""
+        say(f"  {p.name:<32} {p.rate:>8,.0f} {p.cpu_ms:>11.3f} {p.seconds:>8.2f} {provider}")
     by = {p.name: p for p in phases}
     send, base = by["pipeline (outbox worker)"], by["bare aiohttp loop"]
     hook = by["channel send hook alone"]
