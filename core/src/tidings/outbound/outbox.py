@@ -8,11 +8,12 @@ it only when the channel's provider deduplicates sends, and otherwise marks the 
 outbox: claims use ``FOR UPDATE SKIP LOCKED``, so each message goes to exactly one worker.
 
 The worker is a pipeline, so that the database never sits between two provider calls:
-a feeder claims due messages (one statement) and loads them with their attachments and
-their customers' opt-outs (one read transaction per claim), ``concurrency`` senders call
-the channel, and a recorder writes finished attempts in group commits — whatever has
-finished while the previous commit ran goes into the next one, so a busy worker writes
-a few transactions per hundred messages and an idle one still records each send at once.
+a feeder claims due messages and loads them with their attachments and their customers'
+opt-outs (one transaction per batch, committed before any of them is sent), ``concurrency``
+senders call the channel, and a recorder writes finished attempts in group commits —
+whatever has finished while the previous commit ran goes into the next one, so a busy
+worker writes a few transactions per hundred messages and an idle one still records each
+send at once.
 A crash between a send and its commit leaves only claims behind, which ``recover``
 handles as above.
 """
