@@ -22,11 +22,6 @@ ITEMS = sa.Table(
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def store(tmp_path: Path) -> Any:
     s = Store.open(f"sqlite:///{tmp_path / 'conn.db'}")
     async with s.engine.begin() as conn:

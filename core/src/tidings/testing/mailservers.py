@@ -110,7 +110,7 @@ def find_dovecot() -> Path:
     raise MailServerError(f"the dovecot binary was not found; {_HINT}")
 
 
-def _make_certificate(directory: Path) -> tuple[Path, Path]:
+def make_certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1/localhost (also the CA tests trust)."""
     cert, key = directory / "cert.pem", directory / "key.pem"
     openssl = shutil.which("openssl")
@@ -267,7 +267,7 @@ class DovecotServer:
             for sub in ("mail", "state"):
                 (self._dir / sub).mkdir()
                 os.chown(self._dir / sub, self._uid, self._gid)
-            cert, key = _make_certificate(self._dir)
+            cert, key = make_certificate(self._dir)
             self.ca_file = cert
             (self._dir / "users").mkdir()
             (self._dir / "users").chmod(0o755)
