@@ -38,17 +38,19 @@ async def record_consent(
     )  # fmt: skip
 
 
+_STOPPED = sa.select(c.c.address_key).where(
+    c.c.account_id == sa.bindparam("b_account"),
+    c.c.address_key.in_(sa.bindparam("b_keys", expanding=True)),
+    c.c.state == Consent.OPT_OUT.value,
+)
+"""Built once: the outbox asks this for every batch it sends (see ``outbox._claiming``)."""
+
+
 async def opted_out(
     conn: AsyncConnection, account_id: str, address_keys: Sequence[str]
 ) -> list[str]:
     """Those of ``address_keys`` who told ``account_id`` to stop."""
     if not address_keys:
         return []
-    rows = await conn.execute(
-        sa.select(c.c.address_key).where(
-            c.c.account_id == account_id,
-            c.c.address_key.in_(list(address_keys)),
-            c.c.state == Consent.OPT_OUT.value,
-        )
-    )
+    rows = await conn.execute(_STOPPED, {"b_account": account_id, "b_keys": list(address_keys)})
     return list(rows.scalars())
