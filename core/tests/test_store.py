@@ -39,6 +39,16 @@ async def test_migrations_produce_exactly_the_declared_schema(store: Store) -> N
         assert await conn.run_sync(diff) == []
 
 
+async def test_postgresql_sessions_plan_without_jit(postgres_url: str) -> None:
+    """Views are short queries with high estimated costs: JIT compiling would dominate."""
+    store = Store.open(postgres_url)
+    try:
+        async with store.read() as conn:
+            assert (await conn.execute(sa.text("SHOW jit"))).scalar_one() == "off"
+    finally:
+        await store.close()
+
+
 async def test_write_rolls_back_on_error(store: Store) -> None:
     await store.set_state("acct", "k", {"uid": 1})
     with pytest.raises(RuntimeError):
