@@ -134,3 +134,19 @@ async def test_ids_of_deleted_conversations_and_messages_are_never_handed_out_ag
     single = await world.mail("anna@b.pl", "Pięć", "<r5@b.pl>")
     assert min(single.created) > max(again.created)
     assert min(single.stored) > max(again.stored)
+
+
+async def test_a_later_message_without_a_name_keeps_the_senders_name_from_the_batch(
+    world: World,
+) -> None:
+    batch = [
+        mail(world, "ewa@nowak.pl", "Zwrot", "<n1@n.pl>", name="Ewa Nowak"),
+        mail(world, "ewa@nowak.pl", "Re: Zwrot", "<n2@n.pl>", in_reply_to=["<n1@n.pl>"],
+             minutes=1),
+    ]  # fmt: skip
+    result = await world.svc.ingest("mail", batch)
+    (cid,) = result.created
+    async with world.store.read() as conn:
+        c = tables.conversations
+        query = sa.select(c.c.customer_name).where(c.c.id == cid)
+        assert (await conn.execute(query)).scalar_one() == "Ewa Nowak"

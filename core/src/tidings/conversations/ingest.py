@@ -176,11 +176,14 @@ async def ingest(
         return result
     await record_consent(conn, account.id, fresh, now)  # STOP/START of new messages only
 
-    names = {
-        msg.sender.key: next((x.display_name for x in contacts.get(msg.sender.key, ())
-                              if x.display_name), None) or msg.sender.name or ""
-        for msg in fresh
-    }  # fmt: skip
+    # Each sender's newest name in the batch; a later message without one keeps it.
+    names: dict[str, str] = {}
+    for msg in fresh:
+        key = msg.sender.key
+        name = next((x.display_name for x in contacts.get(key, ()) if x.display_name), None)
+        name = name or msg.sender.name or ""
+        if name or key not in names:
+            names[key] = name
     if info.threading is Threading.ADDRESS:
         targets = await _address_threads(conn, info, fresh, names, now, result)
     else:
