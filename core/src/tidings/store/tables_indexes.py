@@ -20,6 +20,22 @@ conversations_state_sort = sa.Index(
 )
 """Unassigned and closed views: the page in order within one state."""
 
+_OPEN = c.c.state.in_(("new", "assigned"))
+conversations_open_sort = sa.Index(
+    "ix_conversations_open_sort",
+    c.c.starred,
+    c.c.last_message_at,
+    c.c.id,
+    postgresql_where=_OPEN,
+    sqlite_where=_OPEN,
+)
+"""Active views (two states): the open conversations in view order, a partial index (0014).
+
+No index on ``state`` can give the order across two states, so PostgreSQL fetched every
+open conversation an agent may see and sorted them — testing a search on each of them
+first (``search active (agent): 'faktur'``: 2,060 conversations, 262 ms at a million
+messages; walking this index: 32 ms)."""
+
 conversations_created = sa.Index("ix_conversations_created", c.c.created_at)
 """Date filters on when a conversation started."""
 
