@@ -155,6 +155,29 @@ class _Connection(asyncio.Protocol):
             raise self.incomplete()
         await self.wait(seconds, httpx.ReadTimeout)
 
+    async def line(self, seconds: float | None, too_long: str) -> bytes:
+        """The next line of the answer without its CRLF, consumed; ``too_long`` is the
+        protocol error when no line ends within ``MAX_HEAD`` bytes."""
+        end = self.buffer.find(b"\r\n")
+        while end < 0:
+            if len(self.buffer) > MAX_HEAD:
+                raise httpx.RemoteProtocolError(too_long)
+            await self.more(seconds)
+            end = self.buffer.find(b"\r\n")
+        text = bytes(self.buffer[:end])
+        self.consumed(end + 2)
+        return text
+
+    async def parts(self, count: int, seconds: float | None) -> AsyncIterator[bytes]:
+        """Exactly ``count`` bytes of the answer, consumed, in pieces as they arrive."""
+        while count:
+            if not self.buffer:
+                await self.more(seconds)
+            part = bytes(self.buffer[:count])
+            self.consumed(len(part))
+            count -= len(part)
+            yield part
+
     def incomplete(self) -> httpx.TransportError:
         if self.lost is not None:
             return httpx.ReadError(str(self.lost) or type(self.lost).__name__)
@@ -415,13 +438,7 @@ class _Body(httpx.AsyncByteStream):
                 async for part in self._chunks(conn):
                     yield part
             elif self._head.length is not None:
-                left = self._head.length
-                while left:
-                    if not conn.buffer:
-                        await conn.more(self._timeout)
-                    part = bytes(conn.buffer[:left])
-                    conn.consumed(len(part))
-                    left -= len(part)
+                async for part in conn.parts(self._head.length, self._timeout):
                     yield part
             else:  # to the close
                 while True:
@@ -441,43 +458,23 @@ class _Body(httpx.AsyncByteStream):
 
     async def _chunks(self, conn: _Connection) -> AsyncIterator[bytes]:
         while True:
-            end = conn.buffer.find(b"\r\n")
-            while end < 0:
-                if len(conn.buffer) > MAX_HEAD:
-                    raise httpx.RemoteProtocolError("a chunk size line is too long")
-                await conn.more(self._timeout)
-                end = conn.buffer.find(b"\r\n")
-            size_text = bytes(conn.buffer[:end]).split(b";", 1)[0].strip()
+            line = await conn.line(self._timeout, "a chunk size line is too long")
+            size_text = line.split(b";", 1)[0].strip()
             try:
                 size = int(size_text, 16)
             except ValueError:
                 raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:20]!r}") from None
-            conn.consumed(end + 2)
             if size == 0:
                 break
-            left = size
-            while left:
-                if not conn.buffer:
-                    await conn.more(self._timeout)
-                part = bytes(conn.buffer[:left])
-                conn.consumed(len(part))
-                left -= len(part)
+            async for part in conn.parts(size, self._timeout):
                 yield part
             while len(conn.buffer) < 2:
                 await conn.more(self._timeout)
             if conn.buffer[:2] != b"\r\n":
                 raise httpx.RemoteProtocolError("a chunk does not end where its size says")
             conn.consumed(2)
-        while True:  # trailers, up to the empty line
-            end = conn.buffer.find(b"\r\n")
-            while end < 0:
-                if len(conn.buffer) > MAX_HEAD:
-                    raise httpx.RemoteProtocolError("the trailers are too long")
-                await conn.more(self._timeout)
-                end = conn.buffer.find(b"\r\n")
-            conn.consumed(end + 2)
-            if end == 0:
-                return
+        while await conn.line(self._timeout, "the trailers are too long"):
+            pass  # trailers, up to the empty line
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
