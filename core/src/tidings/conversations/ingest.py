@@ -129,6 +129,17 @@ async def _new_ids(conn: AsyncConnection, table: sa.Table, count: int) -> list[i
     return list(range(last + 1, last + 1 + count))
 
 
+async def _insert_rows(
+    conn: AsyncConnection, table: sa.Table, rows: list[dict[str, Any]]
+) -> list[int]:
+    """Insert ``rows`` with one executemany, each given its id first; the ids in order."""
+    ids = await _new_ids(conn, table, len(rows))
+    for row, row_id in zip(rows, ids, strict=True):
+        row["id"] = row_id
+    await conn.execute(sa.insert(table), rows)
+    return ids
+
+
 _SQLITE_SEQUENCE = sa.table("sqlite_sequence", sa.column("name"), sa.column("seq"))
 
 
@@ -368,10 +379,7 @@ async def _email_threads(
         targets.append(cid)
     if not new_rows:
         return targets
-    ids = await _new_ids(conn, c, len(new_rows))
-    for row, cid in zip(new_rows, ids, strict=True):
-        row["id"] = cid
-    await conn.execute(sa.insert(c), new_rows)
+    ids = await _insert_rows(conn, c, new_rows)
     result.created.update(ids)
     await _created(
         conn, {cid: names[row["customer_key"]] for row, cid in zip(new_rows, ids, strict=True)}, now
@@ -416,11 +424,7 @@ async def _insert_messages(
         }
         for msg, cid in zip(fresh, targets, strict=True)
     ]
-    ids = await _new_ids(conn, m, len(rows))
-    for row, mid in zip(rows, ids, strict=True):
-        row["id"] = mid
-    await conn.execute(sa.insert(m), rows)
-    return ids
+    return await _insert_rows(conn, m, rows)
 
 
 async def _insert_related(
