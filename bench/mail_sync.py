@@ -353,7 +353,15 @@ async def _tidings_sync(config_path: Path) -> dict[str, Any]:
 def child_tidings(args: argparse.Namespace) -> dict[str, Any]:
     import anyio
 
-    return anyio.run(_tidings_sync, Path(args.config))
+    if not args.profile:
+        return anyio.run(_tidings_sync, Path(args.config))
+    import cProfile
+
+    # The sync process only (the parse worker is another interpreter): where its CPU goes.
+    with cProfile.Profile() as profile:
+        result = anyio.run(_tidings_sync, Path(args.config))
+    profile.dump_stats(args.profile)
+    return result
 
 
 def run_child(name: str, argv: list[str]) -> Run:
@@ -419,6 +427,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument("--account-setting", action="append", default=[], metavar="KEY=TOML",
                         help="extra account setting, e.g. parse_worker=false")  # fmt: skip
+    parser.add_argument("--profile", metavar="FILE",
+                        help="cProfile the tidings sync process into FILE (pstats)")  # fmt: skip
     parser.add_argument("--child", choices=["baseline", "tidings"], help=argparse.SUPPRESS)
     for name in ("--host", "--user", "--password", "--config"):
         parser.add_argument(name, help=argparse.SUPPRESS)
@@ -457,7 +467,8 @@ def main() -> None:
                 say(f"[{backend}] baseline (1st run)…")
                 first = run_child("baseline", imap + chunk)
                 say(f"[{backend}] tidings sync…")
-                ours = run_child("tidings", ["--config", str(config)])
+                profile = ["--profile", str(Path(args.profile).resolve())] if args.profile else []
+                ours = run_child("tidings", ["--config", str(config), *profile])
                 say(f"[{backend}] baseline (2nd run)…")
                 second = run_child("baseline", imap + chunk)
                 baseline = min(first, second, key=lambda r: r.seconds)
