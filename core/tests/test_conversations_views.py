@@ -276,7 +276,10 @@ def search_plan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
         if request.param == "walk":
             return dataclasses.replace(found, common=True)
         sampled = 0 if request.param == "lookup" else max(found.sampled, 1)
-        return dataclasses.replace(found, common=False, sampled=sampled)
+        words = found.words
+        if found.common and conn.dialect.name == "postgresql":
+            words = await search.prefixed_words(conn, found.tokens)
+        return dataclasses.replace(found, common=False, sampled=sampled, words=words)
 
     monkeypatch.setattr(search, "plan", forced)
     return str(request.param)
@@ -366,6 +369,63 @@ async def test_conversation_words_are_filled_from_the_search_index(world: World)
         cond = search.conversations_matching(world.store.dialect, walk)
         found = await conn.execute(sa.select(tables.conversations.c.id).where(cond))
         assert found.scalars().all() == [a]
+
+
+@pytest.mark.parametrize("listed", [64, 1])
+async def test_postgresql_searches_a_prefix_as_the_words_it_begins(
+    world: World, monkeypatch: pytest.MonkeyPatch, listed: int
+) -> None:
+    """Collecting matches on PostgreSQL, a token is looked up as the indexed words it
+    begins (``search_vocabulary``, migration 0015), or as a prefix when they are more than
+    ``PREFIX_WORDS``; the answers are the same. The vocabulary holds every word of the
+    search tables: messages in and out, customer names, a name learnt later."""
+    if world.store.dialect != "postgresql":
+        return  # SQLite's FTS5 answers prefixes from its own prefix indexes (0008).
+    monkeypatch.setattr(search, "PREFIX_WORDS", listed)
+    a = await one(world, "+48600000001", text="Kurier zostawił paczkę")
+    b = await one(world, "+48600000002", text="Paczkomat 12 pełny, kurierem jutro")
+    await world.svc.send(world.alice, Draft(text="Paczkomat zmieniony"), conversation_id=b)
+    world.later(minutes=1)
+    await world.sms("+48600000001", "Paczkomat?", name="Ola Kurierowa")  # named only now
+    c = await one(world, "+48600000003", text="Kurierka", name="Kurt Paczkowski")
+
+    async with world.store.read() as conn:
+        listed_words = await conn.execute(sa.text("SELECT DISTINCT word FROM search_vocabulary"))
+        indexed = await conn.execute(
+            sa.text(
+                "SELECT word FROM ts_stat('SELECT vector FROM message_search "
+                "UNION ALL SELECT vector FROM conversation_search')"
+            )
+        )
+        assert set(listed_words.scalars()) >= set(indexed.scalars())
+        plan = await search.plan(conn, "kurier paczk xyzzy")
+    expected = ("kurier", "kurierem", "kurierka", "kurierowa")
+    paczk = ("paczkomat", "paczkowski", "paczkę")  # in bytewise order
+    assert plan.words == ((expected, paczk, ()) if listed == 64 else (None, None, ()))
+
+    async def hits(query: str) -> set[int]:
+        return set(await ids(world, "boss", View.ALL, search=query))
+
+    assert await hits("kurier") == {a, b, c}
+    assert await hits("kurierk") == {c}
+    assert await hits("kurier paczk") == {a, b}  # c: one word in the name, one in the text
+    assert await hits("kurierem paczkomat") == {b}
+    assert await hits("paczkomat zmien") == {b}
+    assert await hits("kurierz") == set()
+    flat = await world.svc.messages(world.boss, View.ALL, Filters(search="kurie"))
+    assert {m.text for m in flat} == {
+        "Kurier zostawił paczkę", "Paczkomat 12 pełny, kurierem jutro", "Kurierka"
+    }  # fmt: skip
+
+    # Migration 0015 lists the words indexed before it.
+    def downgrade(conn: sa.Connection) -> None:
+        command.downgrade(alembic_config(conn), "0015@0002")
+
+    async with world.store.engine.begin() as conn:
+        await conn.run_sync(downgrade)
+    await world.store.upgrade()
+    async with world.store.read() as conn:
+        assert await search.prefixed_words(conn, ["kurier"]) == plan.words[:1]
 
 
 async def test_search_plan_walks_the_view_only_for_common_queries(

@@ -26,6 +26,7 @@ SEARCH_TABLES = (
     "conversation_search",
     "conversation_words",
     "participant_search",
+    "search_vocabulary",
 )
 _TOKEN = re.compile(r"[^\W_]+")
 _MAX_TOKENS = 20_000
@@ -74,6 +75,7 @@ async def index_messages(conn: AsyncConnection, rows: Sequence[tuple[int, int, s
             "INSERT INTO message_search (message_id, conversation_id, vector) "
             "VALUES (:id, :cid, to_tsvector('simple', :doc))"
         )
+        await _add_vocabulary(conn, (doc for _, _, doc in rows))
     else:
         stmt = (
             "INSERT INTO message_search (rowid, tokens, conversation_id) VALUES (:id, :doc, :cid)"
@@ -138,9 +140,27 @@ async def _add_conversation_words(
         )
 
 
+_ADD_VOCABULARY = sa.text(
+    "INSERT INTO search_vocabulary (word) SELECT w FROM unnest(CAST(:words AS text[])) AS w "
+    "WHERE NOT EXISTS (SELECT 1 FROM search_vocabulary WHERE word = w)"
+)
+
+
+async def _add_vocabulary(conn: AsyncConnection, docs: Iterable[str]) -> None:
+    """List the words of new PostgreSQL documents in ``search_vocabulary`` (migration
+    0015), which must hold every word the search tables hold: :func:`plan` searches a
+    prefix as the listed words it begins. Only unlisted words are written; a word two
+    transactions add at once is listed twice, which the lookup ignores, rather than one
+    transaction waiting for the other's commit (and deadlocking on crossed words)."""
+    words = sorted({w for doc in docs for w in doc.split()})
+    if words:
+        await conn.execute(_ADD_VOCABULARY, {"words": words})
+
+
 async def index_customer_name(conn: AsyncConnection, conversation_id: int, name: str) -> None:
     doc = document(name)
     if conn.dialect.name == "postgresql":
+        await _add_vocabulary(conn, [doc])
         await conn.execute(
             sa.text(
                 "INSERT INTO conversation_search (conversation_id, vector) "
@@ -164,8 +184,10 @@ async def index_new_customer_names(conn: AsyncConnection, names: Mapping[int, st
     statement for all; nothing to replace yet)."""
     if not names:
         return
-    rows = [{"cid": cid, "doc": document(name)} for cid, name in names.items()]
+    docs = {cid: document(name) for cid, name in names.items()}
+    rows = [{"cid": cid, "doc": doc} for cid, doc in docs.items()]
     if conn.dialect.name == "postgresql":
+        await _add_vocabulary(conn, docs.values())
         stmt = (
             "INSERT INTO conversation_search (conversation_id, vector) "
             "VALUES (:cid, to_tsvector('simple', :doc))"
@@ -255,6 +277,39 @@ class Plan:
     """Matches among the sampled messages: with none, the collected matches are few (under
     1 in 5,000 messages); with some, they may be thousands (see
     :func:`conversations_matching`)."""
+    words: tuple[tuple[str, ...] | None, ...] = ()
+    """PostgreSQL, collecting: for each token, every indexed word it begins, or ``None``
+    where they are more than ``PREFIX_WORDS`` (searched as a prefix); empty: all
+    prefixes."""
+
+
+PREFIX_WORDS = 64
+"""On PostgreSQL a rare search looks a token up as the indexed words it begins when they
+are at most this many: GIN intersects whole words' rows as it reads them, but collects
+every row of a prefix's words first (migration 0015: 65-100 ms against 15 ms)."""
+
+_PREFIXED_WORDS = sa.text(
+    "SELECT t.i, v.word FROM unnest(CAST(:lows AS text[]), CAST(:highs AS text[])) "
+    "WITH ORDINALITY AS t(low, high, i) CROSS JOIN LATERAL "
+    "(SELECT DISTINCT word FROM search_vocabulary WHERE word >= t.low AND word < t.high "
+    "ORDER BY word LIMIT :limit) AS v"
+)
+
+
+async def prefixed_words(
+    conn: AsyncConnection, tokens: Sequence[str]
+) -> tuple[tuple[str, ...] | None, ...]:
+    """The indexed words each token begins, on PostgreSQL (see :attr:`Plan.words`): those
+    from the token up to, not including, the token with its last character's successor —
+    in bytewise order, every word that begins with it."""
+    highs = [t[:-1] + chr(ord(t[-1]) + 1) for t in tokens]
+    found: list[list[str]] = [[] for _ in tokens]
+    result = await conn.execute(
+        _PREFIXED_WORDS, {"lows": list(tokens), "highs": highs, "limit": PREFIX_WORDS + 1}
+    )
+    for i, word in result:
+        found[int(i) - 1].append(str(word))
+    return tuple(tuple(w) if len(w) <= PREFIX_WORDS else None for w in found)
 
 
 async def plan(conn: AsyncConnection, query: str) -> Plan:
@@ -305,7 +360,10 @@ async def plan(conn: AsyncConnection, query: str) -> Plan:
     }
     count = sa.text(f"SELECT {stripes}").bindparams(q=query, **bounds)
     hits = int((await conn.execute(count)).scalar_one())
-    return Plan(tokens, common=hits >= COMMON_HITS * len(tokens), sampled=hits)
+    if hits >= COMMON_HITS * len(tokens):
+        return Plan(tokens, common=True, sampled=hits)
+    words = await prefixed_words(conn, tokens) if conn.dialect.name == "postgresql" else ()
+    return Plan(tokens, common=False, sampled=hits, words=words)
 
 
 def _document_matches(
@@ -370,7 +428,7 @@ def conversations_matching(dialect: str, search: Plan) -> sa.ColumnElement[bool]
         # the id is no candidate for an index (22 -> 12 ms for 4,100 conversations at a
         # million messages; 15 ms to walk all 100,000 when nothing matches after all).
         column = conv.c.id if search.sampled == 0 else unindexed(conv.c.id)
-        hits = matching_conversations(dialect, search.tokens)
+        hits = matching_conversations(dialect, search.tokens, search.words)
         return _collected(dialect, column, hits, "conversation_id")
     ms, cs, cw = _message_search, _conversation_search, _conversation_words
     in_words = sa.select(sa.literal(1)).where(
@@ -392,7 +450,7 @@ def messages_matching(dialect: str, search: Plan) -> sa.ColumnElement[bool]:
     """Condition on ``messages``: the message contains a word starting with every token."""
     msgs, ms = tables.messages, _message_search
     if not search.common:
-        hits = matching_messages(dialect, search.tokens)
+        hits = matching_messages(dialect, search.tokens, search.words)
         return _collected(dialect, msgs.c.id, hits, "message_id")
     return _row_by_row(
         sa.select(sa.literal(1)).where(
@@ -401,24 +459,36 @@ def messages_matching(dialect: str, search: Plan) -> sa.ColumnElement[bool]:
     )
 
 
-def _tsquery(tokens: Sequence[str]) -> str:
-    return " & ".join(f"{t}:*" for t in tokens)
+def _tsquery(tokens: Sequence[str], words: Sequence[Sequence[str] | None] = ()) -> str:
+    """Every token as a word prefix; with ``words`` (:attr:`Plan.words`), as the words it
+    begins where they are known — none: the token itself, which then no row holds."""
+
+    def term(i: int, token: str) -> str:
+        listed = words[i] if words else None
+        if listed is None:
+            return f"{token}:*"
+        return f"({' | '.join(listed)})" if listed else token
+
+    return " & ".join(term(i, t) for i, t in enumerate(tokens))
 
 
 def _fts_query(tokens: Sequence[str]) -> str:
     return " AND ".join(f'"{t}"*' for t in tokens)
 
 
-def matching_conversations(dialect: str, tokens: Sequence[str]) -> sa.TextClause:
+def matching_conversations(
+    dialect: str, tokens: Sequence[str], words: Sequence[Sequence[str] | None] = ()
+) -> sa.TextClause:
     """SQL selecting ``conversation_id`` of conversations whose customer name, or one of
-    whose messages, contains a word starting with every token (every match collected)."""
+    whose messages, contains a word starting with every token (every match collected;
+    ``words``: see :attr:`Plan.words`)."""
     if dialect == "postgresql":
         return sa.text(
             "SELECT conversation_id FROM message_search "
             "WHERE vector @@ to_tsquery('simple', :tsq) "
             "UNION SELECT conversation_id FROM conversation_search "
             "WHERE vector @@ to_tsquery('simple', :tsq)"
-        ).bindparams(tsq=_tsquery(tokens))
+        ).bindparams(tsq=_tsquery(tokens, words))
     # The conversation of each hit from the narrow index of (id, conversation_id)
     # (migration 0013): through the primary key each hit reads the message's wide row, and
     # reading the UNINDEXED column from FTS5's content costs several times more again.
@@ -429,12 +499,15 @@ def matching_conversations(dialect: str, tokens: Sequence[str]) -> sa.TextClause
     ).bindparams(fts=_fts_query(tokens))
 
 
-def matching_messages(dialect: str, tokens: Sequence[str]) -> sa.TextClause:
-    """SQL selecting ``message_id`` of messages containing every token as a word prefix."""
+def matching_messages(
+    dialect: str, tokens: Sequence[str], words: Sequence[Sequence[str] | None] = ()
+) -> sa.TextClause:
+    """SQL selecting ``message_id`` of messages containing every token as a word prefix
+    (``words``: see :attr:`Plan.words`)."""
     if dialect == "postgresql":
         return sa.text(
             "SELECT message_id FROM message_search WHERE vector @@ to_tsquery('simple', :tsq)"
-        ).bindparams(tsq=_tsquery(tokens))
+        ).bindparams(tsq=_tsquery(tokens, words))
     return sa.text(
         "SELECT rowid AS message_id FROM message_search WHERE message_search MATCH :fts"
     ).bindparams(fts=_fts_query(tokens))
