@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from conversation_world import START, World, world  # noqa: F401
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings import Attachment, ContactMatch, ContactType, InboundMessage
@@ -267,7 +268,7 @@ async def test_a_late_message_recomputes_metrics_as_if_in_order(world: World) ->
 def search_plan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each search test runs with every plan ``search.plan`` can choose: matches collected
     from the full-text index and their conversations looked up (nothing sampled) or the
-    view walked through them (some sampled), and the view walked with each row tested
+    view walked through them (enough sampled), and the view walked with each row tested
     (common). All must find the same rows."""
     chosen = search.plan
 
@@ -275,7 +276,8 @@ def search_plan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
         found = await chosen(conn, query)
         if request.param == "walk":
             return dataclasses.replace(found, common=True)
-        sampled = 0 if request.param == "lookup" else max(found.sampled, 1)
+        walks_from = search.WALK_COLLECTED_HITS.get(conn.dialect.name, 1)
+        sampled = 0 if request.param == "lookup" else max(found.sampled, walks_from)
         words = found.words
         if found.common and conn.dialect.name == "postgresql":
             words = await search.prefixed_words(conn, found.tokens)
@@ -426,6 +428,23 @@ async def test_postgresql_searches_a_prefix_as_the_words_it_begins(
     await world.store.upgrade()
     async with world.store.read() as conn:
         assert await search.prefixed_words(conn, ["kurier"]) == plan.words[:1]
+
+
+def test_postgresql_walks_through_collected_matches_only_when_they_are_many() -> None:
+    """A rare search with few sampled hits looks its matches up by key; with enough, the
+    view is walked through a hash of them (``IS TRUE`` keeps PostgreSQL from making the
+    ``IN`` a join) — see ``search.WALK_COLLECTED_HITS``."""
+
+    def sql(sampled: int) -> str:
+        cond = search.conversations_matching(
+            "postgresql", search.Plan(("kurier",), common=False, sampled=sampled)
+        )
+        return str(cond.compile(dialect=postgresql.dialect()))
+
+    walks_from = search.WALK_COLLECTED_HITS["postgresql"]
+    assert "= ANY (" in sql(walks_from - 1)
+    assert "IS true" in sql(walks_from)
+    assert "= ANY (" not in sql(walks_from)
 
 
 async def test_search_plan_walks_the_view_only_for_common_queries(
