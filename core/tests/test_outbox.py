@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
+import sqlalchemy as sa
 from conversation_world import ACCOUNTS, START, Both, World, account, world  # noqa: F401
 
 from tidings import (
@@ -33,6 +34,7 @@ from tidings.conversations import Conversations, Draft
 from tidings.errors import InvalidTransition, NotAllowed
 from tidings.outbound.outbox import Outbox, RetryPolicy
 from tidings.plugins import load_plugins
+from tidings.store import tables
 
 pytestmark = pytest.mark.anyio
 
@@ -51,6 +53,8 @@ class Scripted(Channel):
         self.script: deque[Callable[[OutboundMessage], SendResult]] = deque()
         self.calls: list[str] = []
         self.messages: list[OutboundMessage] = []
+        self.gate: anyio.Event | None = None
+        """When set, every send waits for it (after being counted in ``calls``)."""
 
     def own_address(self, account: Account[Any]) -> Address:
         return Address.phone("+48221000555")
@@ -59,6 +63,8 @@ class Scripted(Channel):
     async def send(self, account: Account[Any], message: OutboundMessage) -> SendResult:
         self.calls.append(message.id)
         self.messages.append(message)
+        if self.gate is not None:
+            await self.gate.wait()
         if self.script:
             return self.script.popleft()(message)
         return SendResult(provider_id=f"SM{message.id}", status=DeliveryStatus.QUEUED,
@@ -146,6 +152,41 @@ async def test_composing_queues_and_the_worker_sends_once(s: Setup) -> None:
     assert (msg.provider_id, msg.status) == (f"SM{mid}", "queued")
     assert (await s.outbox.run_once()).sent == 0  # nothing sent twice
     assert s.scripted.calls == [str(mid)]
+
+
+async def test_the_worker_loop_claims_a_bounded_lead_and_sends_all_it_claimed(s: Setup) -> None:
+    """``Outbox.run`` claims ahead of its senders, but only so far: with every sender stuck
+    at the provider, claimed and not yet started are at most ``concurrency`` (the queue's
+    low water) plus one batch (``2 * concurrency``) — what a crash would leave "unknown —
+    check". Stopped, it still sends everything it claimed, each message once."""
+    mids = [await s.compose(to=f"+486001002{i:02d}") for i in range(20)]
+    s.scripted.gate = anyio.Event()
+    stop = anyio.Event()
+    o = tables.outbox
+
+    async def claimed() -> int:
+        async with s.w.store.read() as conn:
+            query = sa.select(sa.func.count()).where(o.c.state == "sending")
+            return int((await conn.execute(query)).scalar_one())
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: s.outbox.run(stop, concurrency=2, idle=0.05))
+            while len(s.scripted.calls) < 2:  # noqa: ASYNC110 (a list, not an event, grows)
+                await anyio.sleep(0.01)
+            await anyio.sleep(0.2)  # the feeder has claimed whatever it will
+            assert len(s.scripted.calls) == 2
+            assert await claimed() == 2 + 2 + 4  # in flight, low water, one batch
+            stop.set()
+            s.scripted.gate.set()
+    assert sorted(s.scripted.calls) == sorted(str(m) for m in mids[:8])
+    assert await claimed() == 0
+    m = tables.messages
+    async with s.w.store.read() as conn:
+        sent = await conn.execute(sa.select(m.c.id, m.c.provider_id).where(m.c.id.in_(mids[:8])))
+        assert sorted(sent.all()) == [(mid, f"SM{mid}") for mid in mids[:8]]
+        pending = await conn.execute(sa.select(o.c.message_id).where(o.c.state == "pending"))
+        assert sorted(pending.scalars()) == mids[8:]
 
 
 async def test_transient_failures_retry_then_succeed(s: Setup) -> None:

@@ -24,7 +24,7 @@ import functools
 import logging
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -297,9 +297,8 @@ class Outbox:
         if not jobs:
             return outcome
 
-        async def feed(send: MemoryObjectSendStream[_Job]) -> None:
-            for job in jobs:
-                await _put(send, job)
+        async def feed(queue: _JobQueue) -> None:
+            queue.extend(jobs)
 
         await self._pipeline(feed, max(1, min(concurrency, len(jobs))), outcome)
         return outcome
@@ -319,7 +318,7 @@ class Outbox:
         looks again after ``idle`` seconds.
         """
 
-        async def feed(send: MemoryObjectSendStream[_Job]) -> None:
+        async def feed(queue: _JobQueue) -> None:
             last_recovery = 0.0
             backoff = idle
             while not stop.is_set():
@@ -337,8 +336,8 @@ class Outbox:
                     backoff = min(backoff * 2, FEED_BACKOFF_MAX)
                     continue
                 backoff = idle
-                for job in jobs:
-                    await _put(send, job)
+                queue.extend(jobs)
+                await queue.low()
                 if not claimed:
                     with anyio.move_on_after(idle):
                         await stop.wait()
@@ -347,21 +346,22 @@ class Outbox:
 
     async def _pipeline(
         self,
-        feed: Callable[[MemoryObjectSendStream[_Job]], Awaitable[None]],
+        feed: Callable[[_JobQueue], Awaitable[None]],
         concurrency: int,
         outcome: Outcome,
     ) -> None:
         """Feeder → ``concurrency`` senders → recorder; returns when all of it is recorded."""
-        jobs_in, jobs_out = anyio.create_memory_object_stream[_Job](concurrency)
+        queue = _JobQueue(low_water=concurrency)
         done_in, done_out = anyio.create_memory_object_stream[_Done](RECORD_BATCH)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._recorder, done_out, outcome)
             async with done_in, anyio.create_task_group() as senders:
                 for _ in range(concurrency):
-                    senders.start_soon(self._sender, jobs_out.clone(), done_in.clone())
-                jobs_out.close()
-                async with jobs_in:
-                    await feed(jobs_in)
+                    senders.start_soon(self._sender, queue, done_in.clone())
+                try:
+                    await feed(queue)
+                finally:
+                    queue.close()
 
     async def _load(self, conn: AsyncConnection, claims: Sequence[Claim]) -> list[_Job]:
         """The claimed messages with their attachments and their recipients' opt-outs."""
@@ -396,11 +396,9 @@ class Outbox:
             jobs.append(_Job(claim, message, tuple(x.key for x in message.to if x.key in gone)))
         return jobs
 
-    async def _sender(
-        self, jobs: MemoryObjectReceiveStream[_Job], done: MemoryObjectSendStream[_Done]
-    ) -> None:
-        async with jobs, done:
-            while (job := await _take(jobs)) is not None:
+    async def _sender(self, jobs: _JobQueue, done: MemoryObjectSendStream[_Done]) -> None:
+        async with done:
+            while (job := await jobs.take()) is not None:
                 await _put(done, await self._attempt(job))
 
     async def _attempt(self, job: _Job) -> _Done:
@@ -743,18 +741,61 @@ async def _put(stream: MemoryObjectSendStream[Any], item: Any) -> None:
         await stream.send(item)
 
 
-async def _take(stream: MemoryObjectReceiveStream[_Job]) -> _Job | None:
-    """The next item (``None`` once the stream is closed), waiting only when there is none
-    (see ``_put``)."""
-    try:
-        return stream.receive_nowait()
-    except anyio.WouldBlock:
-        try:
-            return await stream.receive()
-        except anyio.EndOfStream:
-            return None
-    except anyio.EndOfStream:
-        return None
+class _JobQueue:
+    """Claimed messages waiting for a sender: the feeder hands over a whole batch at once.
+
+    A memory object stream hands items over one at a time: with its buffer full the feeder
+    waits, and is woken, once per message; with it empty each idle sender waits on an event
+    of its own. Here the feeder adds a claimed batch in one step and wakes every idle
+    sender with one event, and a sender takes a message without any scheduling round when
+    one is waiting. The feeder claims again only once the queue is down to ``low_water``:
+    as with the stream (a buffer of ``concurrency`` plus the batch in the feeder's hands),
+    at most ``low_water`` plus one batch are claimed and not yet started — what a crash
+    would leave "unknown — check".
+    """
+
+    def __init__(self, low_water: int) -> None:
+        self._jobs: deque[_Job] = deque()
+        self._low_water = low_water
+        self._closed = False
+        self._ready = anyio.Event()
+        """Set when jobs arrive or the queue closes; replaced once the queue runs empty."""
+        self._room = anyio.Event()
+        """Set when the queue is down to ``low_water`` (the feeder may claim again)."""
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def extend(self, jobs: Sequence[_Job]) -> None:
+        if not jobs:
+            return
+        self._jobs.extend(jobs)
+        if len(self._jobs) > self._low_water:
+            self._room = anyio.Event()
+        self._ready.set()
+
+    def close(self) -> None:
+        """No more jobs: senders finish what is queued, then ``take`` returns ``None``."""
+        self._closed = True
+        self._ready.set()
+
+    async def low(self) -> None:
+        """Wait until the queue is down to ``low_water``."""
+        if len(self._jobs) > self._low_water:
+            await self._room.wait()
+
+    async def take(self) -> _Job | None:
+        """The next job, or ``None`` once the queue is closed and empty."""
+        while not self._jobs:
+            if self._closed:
+                return None
+            if self._ready.is_set():
+                self._ready = anyio.Event()
+            await self._ready.wait()
+        job = self._jobs.popleft()
+        if len(self._jobs) <= self._low_water:
+            self._room.set()
+        return job
 
 
 @functools.lru_cache(maxsize=4096)
