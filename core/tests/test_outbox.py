@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -32,7 +33,8 @@ from tidings import (
 )
 from tidings.conversations import Conversations, Draft
 from tidings.errors import InvalidTransition, NotAllowed
-from tidings.outbound.outbox import Outbox, RetryPolicy
+from tidings.models import Priority, TemplateRef, ThreadHeaders
+from tidings.outbound.outbox import Outbox, RetryPolicy, _outbound
 from tidings.plugins import load_plugins
 from tidings.store import tables
 
@@ -393,3 +395,34 @@ async def test_attachments_go_out_with_their_own_message(s: Setup) -> None:
         ("umowa.pdf", "application/pdf", None, "https://files.example.com/umowa.pdf"),
     ]
     assert given[plain] == ()
+
+
+def test_a_stored_row_becomes_the_message_it_was_composed_as() -> None:
+    """The worker hands the model only the fields a row sets; every other field must still
+    come out as the model's default, and every stored field as it was stored."""
+    full = SimpleNamespace(
+        id=7, sender_key="phone:+48221000555", subject="Re: order", text="Dzień dobry",
+        html="<p>Dzień dobry</p>",
+        recipients={"to": ["phone:+48600100200"], "cc": ["email:ops@example.com"],
+                    "bcc": ["email:audit@example.com"]},
+        meta={"priority": "high", "message_id": "<a@x>", "in_reply_to": ["<b@x>"],
+              "references": ["<c@x>", "<b@x>"],
+              "template": {"name": "order_update", "language": "pl", "parameters": ["7"]},
+              "message_tag": "ACCOUNT_UPDATE", "header_line": "ACME"},
+    )  # fmt: skip
+    photo = Attachment(filename="a.png", content_type="image/png", data=b"png")
+    assert _outbound(full, [photo]) == OutboundMessage(
+        id="7", sender=Address.phone("+48221000555"), to=(Address.phone("+48600100200"),),
+        cc=(Address.email("ops@example.com"),), bcc=(Address.email("audit@example.com"),),
+        subject="Re: order", text="Dzień dobry", html="<p>Dzień dobry</p>",
+        attachments=(photo,), priority=Priority.HIGH,
+        thread=ThreadHeaders(message_id="<a@x>", in_reply_to=("<b@x>",),
+                             references=("<c@x>", "<b@x>")),
+        template=TemplateRef(name="order_update", language="pl", parameters=("7",)),
+        message_tag="ACCOUNT_UPDATE", header_line="ACME",
+    )  # fmt: skip
+    bare = SimpleNamespace(id=8, sender_key=None, subject="", text="Hi", html=None,
+                           recipients={"to": ["phone:+48600100200"]}, meta=None)  # fmt: skip
+    assert _outbound(bare, []) == OutboundMessage(
+        id="8", to=(Address.phone("+48600100200"),), text="Hi"
+    )

