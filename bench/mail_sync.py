@@ -472,8 +472,9 @@ def main() -> None:
                 )
                 config = write_config(Path(tmp), url, dovecot.host, dovecot.imap_port, user,
                                       args.chunk, args.account_setting)  # fmt: skip
-                imap = ["--host", dovecot.host, "--port", str(dovecot.imap_port), "--user",
-                        user.address, "--password", user.password]  # fmt: skip
+                # ``--password=…`` in one word: a generated password may begin with "-".
+                imap = ["--host", dovecot.host, "--port", str(dovecot.imap_port),
+                        f"--user={user.address}", f"--password={user.password}"]  # fmt: skip
                 chunk = ["--chunk", str(args.chunk)]
                 say(f"[{backend}] baseline (1st run)…")
                 first = run_child("baseline", imap + chunk)
