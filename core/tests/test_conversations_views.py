@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 
+import anyio
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -428,6 +429,25 @@ async def test_postgresql_searches_a_prefix_as_the_words_it_begins(
     await world.store.upgrade()
     async with world.store.read() as conn:
         assert await search.prefixed_words(conn, ["kurier"]) == plan.words[:1]
+
+
+async def test_postgresql_vocabulary_never_waits_on_another_transactions_words(
+    world: World,
+) -> None:
+    """Two ingestions listing the same new words in crossed order both go through at once
+    (no unique key to wait on, so no deadlock); the word listed twice is found once."""
+    if world.store.dialect != "postgresql":
+        return  # SQLite has one writer and no vocabulary.
+    async with world.store.engine.connect() as one_tx, world.store.engine.connect() as other:
+        await one_tx.begin()
+        await other.begin()
+        with anyio.fail_after(10):
+            await search._add_vocabulary(one_tx, ["zebra yeti"])
+            await search._add_vocabulary(other, ["yeti zebra"])
+        await one_tx.commit()
+        await other.commit()
+    async with world.store.read() as conn:
+        assert await search.prefixed_words(conn, ["zeb", "yet"]) == (("zebra",), ("yeti",))
 
 
 def test_postgresql_walks_through_collected_matches_only_when_they_are_many() -> None:
