@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,6 @@ import pytest
 import sqlalchemy as sa
 
 from tidings.store import Store, sqlite_connection
-from tidings.store.engine import statements_on_loop
 
 pytestmark = pytest.mark.anyio
 
@@ -91,71 +89,3 @@ async def test_each_statement_is_one_trip_to_the_driver_thread(
     # BEGIN IMMEDIATE, the INSERT, the SELECT (with its rows), and the commit; the pool's
     # rollback on return finds no open transaction and stays on this side.
     assert trips == ["_run", "_run", "_run", "commit"]
-
-
-def _count_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    trips: list[str] = []
-    original = sqlite_connection.Connection._execute
-
-    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        trips.append(getattr(fn, "__name__", repr(fn)))
-        return await original(self, fn, *args, **kwargs)
-
-    monkeypatch.setattr(sqlite_connection.Connection, "_execute", counted)
-    return trips
-
-
-async def _thread_of_statements(conn: Any) -> int:
-    """The thread SQLite runs this connection's statements on (a SQL function tells)."""
-    raw = await conn.get_raw_connection()
-    raw.driver_connection._conn.create_function("thread_ident", 0, threading.get_ident)
-    return int((await conn.execute(sa.text("SELECT thread_ident()"))).scalar_one())
-
-
-async def test_a_write_transaction_may_run_its_statements_on_the_loop(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async with store.read() as conn:  # open the pooled connection before counting
-        assert await _thread_of_statements(conn) != threading.get_ident()
-    trips = _count_trips(monkeypatch)
-    async with store.write() as conn:
-        await statements_on_loop(conn)
-        assert await _thread_of_statements(conn) == threading.get_ident()
-        await conn.execute(sa.insert(ITEMS).values(name="a"))
-        await conn.execute(sa.insert(ITEMS), [{"name": "b"}, {"name": "c"}])
-        changed = await conn.execute(
-            sa.update(ITEMS).where(ITEMS.c.id > 1).values(name="x" + ITEMS.c.name)
-        )
-        assert changed.rowcount == 2
-        first = await conn.execute(sa.insert(ITEMS).values(name="d"))
-        assert first.inserted_primary_key == (4,)
-    # BEGIN IMMEDIATE before the switch, and the commit: nothing else crossed.
-    assert trips == ["_run", "commit"]
-    trips.clear()
-    async with store.write() as conn:  # the next transaction crosses again
-        assert await _thread_of_statements(conn) != threading.get_ident()
-        rows = (await conn.execute(sa.select(ITEMS.c.name).order_by(ITEMS.c.id))).all()
-    assert rows == [("a",), ("xb",), ("xc",), ("d",)]
-    assert trips == ["_run", "_run", "_run", "commit"]
-
-
-async def test_an_error_on_the_loop_rolls_the_transaction_back(store: Store) -> None:
-    with pytest.raises(sa.exc.IntegrityError):
-        async with store.write() as conn:
-            await statements_on_loop(conn)
-            await conn.execute(sa.insert(ITEMS).values(name="same"))
-            await conn.execute(sa.insert(ITEMS).values(name="same"))
-    async with store.write() as conn:
-        assert await _thread_of_statements(conn) != threading.get_ident()
-        assert (await conn.execute(sa.select(sa.func.count()).select_from(ITEMS))).scalar() == 0
-
-
-async def test_only_a_write_transaction_leaves_the_driver_thread(store: Store) -> None:
-    async with store.read() as conn:
-        await statements_on_loop(conn)  # a read transaction may wait for a lock: no switch
-        assert await _thread_of_statements(conn) != threading.get_ident()
-    async with store.read() as conn:
-        raw = await conn.get_raw_connection()
-        await conn.commit()
-        with pytest.raises(RuntimeError, match="write transaction"):
-            raw.driver_connection.run_on_loop()

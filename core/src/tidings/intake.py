@@ -22,7 +22,6 @@ from tidings.models import Endpoint, PolledBatch, WebhookReply, WebhookRequest
 from tidings.outbound.outbox import notify_status_changes
 from tidings.outbound.statuses import StatusChange
 from tidings.runtime import Runtime
-from tidings.store.engine import statements_on_loop
 
 log = logging.getLogger("tidings.intake")
 
@@ -57,9 +56,6 @@ async def take_in(
     contacts = await runtime.conversations.lookup(m.sender for m in inbound) if inbound else {}
     intake = Intake(reports=len(reports))
     async with runtime.store.write() as conn:
-        # A batch is a fixed, small number of indexed statements: none of them needs the
-        # SQLite driver's thread (the commit still goes there).
-        await statements_on_loop(conn)
         if inbound:
             intake.messages = await runtime.conversations.ingest_with(
                 conn, account.id, inbound, contacts

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tidings.errors import ConfigError
 from tidings.store import sqlite_connection
@@ -63,24 +63,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_begin(conn: sa.Connection) -> None:
     mode = "IMMEDIATE" if conn.get_execution_options().get("tidings_write") else "DEFERRED"
     conn.exec_driver_sql(f"BEGIN {mode}")
-
-
-async def statements_on_loop(conn: AsyncConnection) -> None:
-    """Run the rest of this write transaction's statements on the event loop's thread
-    (SQLite; nothing changes on PostgreSQL, whose driver has no thread).
-
-    For a transaction of many short statements, such as ingesting a batch: each statement
-    then skips its two thread hand-overs, which cost more than SQLite's own work on them
-    and, on a busy machine, a wait for a core each. A long statement would stall the loop,
-    so this is for bounded, indexed work only (see ``sqlite_connection``).
-    """
-    options = conn.sync_connection.get_execution_options() if conn.sync_connection else {}
-    if conn.dialect.name != "sqlite" or not options.get("tidings_write"):
-        return
-    raw = await conn.get_raw_connection()
-    driver = raw.driver_connection
-    if isinstance(driver, sqlite_connection.Connection):
-        driver.run_on_loop()
 
 
 def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:

@@ -16,14 +16,6 @@ and closing are then plain reads of that copy.
 The one thing given up is streaming: a server-side cursor (``stream()``, ``yield_per``)
 would hold all its rows at once. tidings reads SQLite in pages (views, search, the
 outbox's batches), never by streaming a result, so nothing uses it.
-
-A write transaction may go further and run its statements on the event loop's own thread
-(:meth:`Connection.run_on_loop`): no crossing at all. Once ``BEGIN IMMEDIATE`` has
-returned, the transaction holds the database's only write lock and, in WAL mode, no
-statement of it can wait for another connection, so a statement costs the loop what
-SQLite spends on it. The commit still goes to the driver thread (it writes the WAL and may
-checkpoint), and so does every statement after it. Only callers whose statements are
-bounded should ask: a slow statement on the loop stalls every other task.
 """
 
 from __future__ import annotations
@@ -121,16 +113,13 @@ class Connection(aiosqlite.Connection):
     """
 
     open = True  # unknown until the first statement: take the trip
-    on_loop = False  # this transaction's statements run on the loop's thread (run_on_loop)
 
     async def commit(self) -> None:
-        self.on_loop = False
         if self.open:
             await super().commit()
             self.open = False
 
     async def rollback(self) -> None:
-        self.on_loop = False
         if self.open:
             await super().rollback()
             self.open = False
@@ -138,31 +127,14 @@ class Connection(aiosqlite.Connection):
     def cursor(self) -> Cursor:  # type: ignore[override]
         return Cursor(self)
 
-    def run_on_loop(self) -> None:
-        """Run the rest of this write transaction's statements on the calling thread.
-
-        Only inside a transaction that holds the write lock (``BEGIN IMMEDIATE`` done):
-        then no statement can wait on a lock, and nothing else uses this connection until
-        the commit or rollback, which end it (they run on the driver thread as always).
-        """
-        if not self._conn.in_transaction:
-            raise RuntimeError("run_on_loop needs a write transaction under way")
-        self.on_loop = True
-
     async def on_thread(self, fn: Callable[..., _Outcome], *args: Any) -> _Outcome:
-        """``fn(sqlite3_connection, *args)`` on the driver thread: one crossing — or none,
-        on the loop's thread, inside a transaction that asked for it (``run_on_loop``)."""
-        if self.on_loop:
-            return fn(self._conn, *args)
+        """``fn(sqlite3_connection, *args)`` on the driver thread: one crossing."""
         result: _Outcome = await self._execute(fn, self._conn, *args)  # type: ignore[no-untyped-call]
         return result
 
 
 def connect(database: str, **kwargs: Any) -> Connection:
     """Open like ``aiosqlite.connect``: the arguments are ``sqlite3.connect``'s."""
-    # Opened on the driver thread, used from the loop's thread too (``run_on_loop``):
-    # never from both at once, every call is awaited before the next.
-    kwargs["check_same_thread"] = False
     connector: Callable[[], sqlite3.Connection] = partial(sqlite3.connect, database, **kwargs)
     connection = Connection(connector, iter_chunk_size=64)
     # As SQLAlchemy does for aiosqlite's own connections: a connection the pool never
