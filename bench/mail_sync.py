@@ -332,12 +332,13 @@ async def _tidings_sync(config_path: Path) -> dict[str, Any]:
     import sqlalchemy as sa
 
     from tidings.intake import sync_account
-    from tidings.runtime import Runtime
+    from tidings.runtime import Runtime, freeze_startup_objects
     from tidings.store import tables
 
     runtime = Runtime.start(config_path=config_path)
     try:
         await runtime.store.upgrade()  # schema creation is not part of the sync
+        freeze_startup_objects()  # as `tidings sync` does once started
         clock = Clock()
         result = await sync_account(runtime, runtime.accounts[ACCOUNT])
         measured = clock.result(0, {})

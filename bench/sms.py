@@ -64,7 +64,7 @@ from tidings.conversations.models import Role
 from tidings.metrics import METRICS
 from tidings.plugins import load_plugins
 from tidings.routing import add_agent
-from tidings.runtime import Runtime
+from tidings.runtime import Runtime, freeze_startup_objects
 from tidings.store import tables
 from tidings_sms_twilio import TwilioSettings, TwilioSms
 
@@ -146,6 +146,7 @@ async def runtime_for(database_url: str, base_url: str) -> AsyncIterator[tuple[R
         agent = await add_agent(
             runtime.store, "bench-agent", role=Role.AGENT, permissions=[("support", "sms")]
         )
+        freeze_startup_objects()  # as `tidings worker` does once started
         yield runtime, await runtime.conversations.actor(agent)
     finally:
         await runtime.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from conftest import PluginDists
 
+from tidings.runtime import freeze_startup_objects
 from tidings.store import head_revision
 
 TIDINGS = str(Path(sys.executable).parent / "tidings")
@@ -224,3 +226,17 @@ def test_hook_register_commands(run: Run, plugin_dists: PluginDists) -> None:
     assert result.stdout == "hello Ala\n"
     assert "hello" in run("--help").stdout
     assert run("hello", "say", "x", env={"TIDINGS_DISABLE_PLUGINS": "hello"}).returncode == 2
+
+
+def test_long_running_commands_put_start_up_objects_out_of_the_collectors_reach() -> None:
+    """``serve``, ``worker`` and ``sync`` call this once started: what is alive then is
+    frozen, so full collections no longer walk it."""
+    started = [[i] for i in range(1000)]
+    gc.unfreeze()
+    try:
+        freeze_startup_objects()
+        assert gc.get_freeze_count() >= len(started)
+        collected = {id(x) for x in gc.get_objects()}  # the frozen are in no generation
+        assert not any(id(x) in collected for x in started)
+    finally:
+        gc.unfreeze()

@@ -6,6 +6,7 @@ first request, not in the middle of one.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Mapping
@@ -23,6 +24,19 @@ from tidings.routing.service import Routing
 from tidings.store import Store
 
 log = logging.getLogger("tidings.runtime")
+
+
+def freeze_startup_objects() -> None:
+    """Put every object alive after start-up out of the garbage collector's reach.
+
+    A started process holds ~140,000 long-lived objects (modules, plugins, SQLAlchemy's
+    tables and compiled statements), and every full collection walked them all again: in
+    the SMS pipeline that was 0.04-0.08 ms of CPU per outbound message, 0.026-0.031 with
+    them frozen (``bench/README.md``). Only for commands that start once and run long
+    (``serve``, ``worker``, ``sync``): frozen objects are never freed.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass

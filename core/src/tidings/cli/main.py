@@ -177,10 +177,11 @@ def serve(
     """Run the HTTP service (webhooks, API, health, metrics) and, by default, the worker."""
     import uvicorn
 
-    from tidings.runtime import Runtime
+    from tidings.runtime import Runtime, freeze_startup_objects
     from tidings.service import create_app
 
     runtime = Runtime.start(config_path=config, plugins=loaded_plugins())
+    freeze_startup_objects()
     uvicorn.run(
         create_app(runtime, worker=worker),
         host=host or runtime.config.server.host,
@@ -199,10 +200,11 @@ def worker_command(config: ConfigOption = None) -> None:
     """
     import signal
 
-    from tidings.runtime import Runtime
+    from tidings.runtime import Runtime, freeze_startup_objects
     from tidings.service.worker import run_worker
 
     runtime = Runtime.start(config_path=config, plugins=loaded_plugins())
+    freeze_startup_objects()
 
     async def main() -> None:
         stop = anyio.Event()
@@ -239,10 +241,11 @@ def sync(
 
     from tidings.errors import ConfigError
     from tidings.intake import sync_account
-    from tidings.runtime import Runtime
+    from tidings.runtime import Runtime, freeze_startup_objects
     from tidings.service.worker import polled_accounts
 
     runtime = Runtime.start(config_path=config, plugins=loaded_plugins())
+    freeze_startup_objects()
     targets = polled_accounts(runtime)
     if account is not None:
         targets = [a for a in targets if a.id == account]
