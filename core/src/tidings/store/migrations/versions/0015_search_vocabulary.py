@@ -5,8 +5,8 @@ A rare search collects its matches from the GIN index of ``message_search``. For
 every row of every word with that prefix into a bitmap first, and only then combines
 them. At a million messages ``kurier:* & paczkomat:*`` took 65-100 ms that way, while
 ``kurier & paczkomat`` took 15 ms. ``search_vocabulary`` lists each word the search
-tables hold (``tidings.store.search`` adds new ones), ordered bytewise (``C``) so a
-prefix is a range of its primary key; ``search.plan`` turns each query token into the few
+tables hold (``tidings.store.search`` adds new ones), compared bytewise (``C``) so a
+prefix is a range of its index; ``search.plan`` turns each query token into the few
 words it begins, and keeps the prefix when they are many. A word may be listed twice when
 two transactions add it at once (no unique key, so ingestion never waits on another's
 new words); the lookup reads distinct words. SQLite: nothing here (FTS5's prefix indexes,
