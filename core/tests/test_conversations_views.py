@@ -16,12 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tidings import Attachment, ContactMatch, ContactType, InboundMessage
 from tidings.contacts import add_contact
 from tidings.conversations import Draft, Filters, Page, View
-from tidings.conversations.models import DateField, DateRange, Side
+from tidings.conversations.models import DateField, DateRange, Side, State
 from tidings.errors import Forbidden, NotFound
 from tidings.models import Address
 from tidings.store import search, tables
 from tidings.store.migrate import alembic_config
 from tidings.store.search import SearchQueryError
+from tidings.store.tables_indexes import OPEN_STATES
 
 pytestmark = pytest.mark.anyio
 
@@ -30,6 +31,18 @@ async def ids(w: World, actor_name: str, view: View, **filters: object) -> list[
     actor = getattr(w, actor_name)
     rows = await w.svc.view(actor, view, Filters.model_validate(filters))
     return [r.id for r in rows]
+
+
+async def migrate_again(w: World, revision: str) -> None:
+    """Undo ``revision`` (its branch back to 0002), then upgrade: the migration runs on the
+    data the store already holds."""
+
+    def downgrade(conn: sa.Connection) -> None:
+        command.downgrade(alembic_config(conn), f"{revision}@0002")
+
+    async with w.store.engine.begin() as conn:
+        await conn.run_sync(downgrade)
+    await w.store.upgrade()
 
 
 async def one(w: World, number: str, **kw: object) -> int:
@@ -62,6 +75,12 @@ async def test_views_and_visibility(world: World) -> None:
     assert set(await ids(world, "boss", View.ALL)) == {pool, alices, bobs, closed, email, sales}
     with pytest.raises(NotFound):
         await world.svc.get(world.alice, bobs)
+
+
+def test_the_active_views_states_are_the_open_index_states() -> None:
+    """The Active views filter on the tuple the partial index is defined with, and it
+    names the states of an open conversation."""
+    assert set(OPEN_STATES) == {State.NEW.value, State.ASSIGNED.value}
 
 
 async def test_starred_first_then_by_last_activity(world: World) -> None:
@@ -357,12 +376,7 @@ async def test_conversation_words_are_filled_from_the_search_index(world: World)
     a = await one(world, "+48600000001", text="Zamówienie hulajnoga")
     await world.svc.send(world.alice, Draft(text="Faktura w drodze"), conversation_id=a)
 
-    def downgrade(conn: sa.Connection) -> None:
-        command.downgrade(alembic_config(conn), "0011@0002")
-
-    async with world.store.engine.begin() as conn:
-        await conn.run_sync(downgrade)
-    await world.store.upgrade()
+    await migrate_again(world, "0011")
     async with world.store.read() as conn:
         walk = search.Plan(("hulaj",), common=True)
         cond = search.conversations_matching(world.store.dialect, walk)
@@ -420,13 +434,7 @@ async def test_postgresql_searches_a_prefix_as_the_words_it_begins(
         "Kurier zostawił paczkę", "Paczkomat 12 pełny, kurierem jutro", "Kurierka"
     }  # fmt: skip
 
-    # Migration 0015 lists the words indexed before it.
-    def downgrade(conn: sa.Connection) -> None:
-        command.downgrade(alembic_config(conn), "0015@0002")
-
-    async with world.store.engine.begin() as conn:
-        await conn.run_sync(downgrade)
-    await world.store.upgrade()
+    await migrate_again(world, "0015")  # it lists the words indexed before it
     async with world.store.read() as conn:
         assert await search.prefixed_words(conn, ["kurier"]) == plan.words[:1]
 

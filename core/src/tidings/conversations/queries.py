@@ -31,6 +31,7 @@ from tidings.conversations.models import (
 from tidings.errors import Forbidden
 from tidings.store import search, tables, tables_routing
 from tidings.store.hints import unindexed
+from tidings.store.tables_indexes import OPEN_STATES
 
 c, m = tables.conversations, tables.messages
 
@@ -80,7 +81,7 @@ def _in_other_group(actor: Actor) -> sa.Exists:
     )
 
 
-_OPEN = (State.NEW.value, State.ASSIGNED.value)
+_OPEN = OPEN_STATES  # the partial index ix_conversations_open_sort holds these
 
 
 def view_condition(actor: Actor, view: View) -> sa.ColumnElement[bool]:

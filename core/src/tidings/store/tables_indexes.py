@@ -20,7 +20,10 @@ conversations_state_sort = sa.Index(
 )
 """Unassigned and closed views: the page in order within one state."""
 
-_OPEN = c.c.state.in_(("new", "assigned"))
+OPEN_STATES = ("new", "assigned")
+"""The Active views' states. Their condition must be spelled with this very tuple: a
+partial index serves only a query whose condition implies its own."""
+_OPEN = c.c.state.in_(OPEN_STATES)
 conversations_open_sort = sa.Index(
     "ix_conversations_open_sort",
     c.c.starred,
