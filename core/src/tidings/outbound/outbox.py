@@ -765,9 +765,6 @@ class _JobQueue:
         self._room = anyio.Event()
         """Set when the queue is down to ``low_water`` (the feeder may claim again)."""
 
-    def __len__(self) -> int:
-        return len(self._jobs)
-
     def extend(self, jobs: Sequence[_Job]) -> None:
         if not jobs:
             return
