@@ -439,6 +439,46 @@ async def test_postgresql_searches_a_prefix_as_the_words_it_begins(
         assert await search.prefixed_words(conn, ["kurier"]) == plan.words[:1]
 
 
+async def test_postgresql_knows_open_conversations_are_mostly_unassigned(world: World) -> None:
+    """The planner estimates a view's scope from the joint frequencies of its columns
+    (``st_conversations_scope``, migration 0016), not as if state and assignee were
+    independent: here 200 of 2,400 conversations are open and unassigned, and multiplying
+    the columns' own frequencies (8 % open, 17 % unassigned) would say 33."""
+    if world.store.dialect != "postgresql":
+        return  # SQLite's planner keeps no such statistics; tidings.store.hints plans it.
+    template = await one(world, "+48600000001")
+    c = tables.conversations
+    async with world.store.write() as conn:
+        row = dict((await conn.execute(sa.select(c).where(c.c.id == template))).one()._mapping)
+        del row["id"]
+        row["thread_key"] = None  # copies: unique per (account, thread key) otherwise
+        shapes = [("closed", world.alice.id)] * 2000 + [("closed", None)] * 200
+        shapes += [("new", None)] * 199
+        await conn.execute(
+            sa.insert(c),
+            [{**row, "state": state, "assignee_id": assignee} for state, assignee in shapes],
+        )
+    unassigned_open = (
+        "SELECT * FROM conversations WHERE state IN ('new', 'assigned') AND assignee_id IS NULL"
+    )
+
+    async def estimate(conn: AsyncConnection) -> int:
+        await conn.execute(sa.text("ANALYZE conversations"))
+        plan = (await conn.execute(sa.text(f"EXPLAIN (FORMAT JSON) {unassigned_open}"))).scalar()
+        return int(plan[0]["Plan"]["Plan Rows"])
+
+    async with world.store.engine.connect() as conn:
+        assert 160 <= await estimate(conn) <= 240
+        await conn.execute(sa.text("DROP STATISTICS st_conversations_scope"))
+        assert await estimate(conn) < 80  # what the columns alone say
+        await conn.rollback()
+
+    await migrate_again(world, "0016")  # ANALYZE fills the statistics on the data there
+    async with world.store.engine.connect() as conn:
+        plan = (await conn.execute(sa.text(f"EXPLAIN (FORMAT JSON) {unassigned_open}"))).scalar()
+        assert 160 <= plan[0]["Plan"]["Plan Rows"] <= 240
+
+
 async def test_postgresql_vocabulary_never_waits_on_another_transactions_words(
     world: World,
 ) -> None:
