@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import gc
 import time
+import weakref
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl
 
@@ -42,7 +44,8 @@ from tidings import (
 )
 from tidings.plugins import ChannelHandle
 from tidings_sms_twilio import TwilioSms
-from tidings_sms_twilio.send import retry_after_seconds
+from tidings_sms_twilio.channel import default_transport
+from tidings_sms_twilio.send import Messages, retry_after_seconds
 
 
 @pytest.fixture
@@ -351,6 +354,33 @@ async def test_default_transport_keeps_connections_alive(
         assert len(set(peers)) == 2  # another account, its own pool
     finally:
         await channel.aclose()
+
+
+@pytest.mark.anyio
+async def test_an_answer_is_freed_as_soon_as_the_send_is_done(
+    local_twilio: tuple[str, list[tuple[str, int]]],
+) -> None:
+    """httpx binds a response's stream back to the response; a send ends that reference
+    cycle, so its answer is freed by reference counting, not left for the cyclic collector
+    (whose young collections it made run every few dozen sends)."""
+    base, _ = local_twilio
+    acct = account(base_url=base)
+    form = [("To", CUSTOMER), ("From", OUR_NUMBER), ("Body", "Hi")]
+    async with httpx.AsyncClient(transport=default_transport()) as client:
+        messages = Messages.of(client, acct.settings)
+        await messages.post(form)  # the connection is opened and pooled
+        gc.collect()
+        gc.disable()
+        try:
+            response = await messages.post(form)
+            assert response.status_code == 201
+            assert response.json()["sid"] == message_sid(2)  # still readable, whole
+            assert response.is_closed
+            answer = weakref.ref(response)
+            del response
+            assert answer() is None
+        finally:
+            gc.enable()
 
 
 def test_retry_after_parsing() -> None:

@@ -134,7 +134,14 @@ class Messages:
             extensions=self.extensions,
         )
         request.headers["Content-Length"] = str(len(body))
-        return await self.client.send(request)
+        response = await self.client.send(request)
+        # httpx binds a response's stream to the response (to stamp ``elapsed`` on close),
+        # a reference cycle: every answer — about a dozen objects with its headers and
+        # request — was left for the cyclic garbage collector, whose young collections then
+        # ran every 25 sends or so. The answer is read and closed by now; its bytes as a
+        # plain stream end the cycle, so reference counting frees it when the send is done.
+        response.stream = httpx.ByteStream(response.content)
+        return response
 
 
 async def send_message(
