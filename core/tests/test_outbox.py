@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections import deque
 from collections.abc import Callable
 from datetime import timedelta
@@ -34,7 +35,7 @@ from tidings import (
 from tidings.conversations import Conversations, Draft
 from tidings.errors import InvalidTransition, NotAllowed
 from tidings.models import Priority, TemplateRef, ThreadHeaders
-from tidings.outbound.outbox import Outbox, RetryPolicy, _outbound
+from tidings.outbound.outbox import YOUNG_GC_THRESHOLD, Outbox, RetryPolicy, _outbound
 from tidings.plugins import load_plugins
 from tidings.store import tables
 
@@ -190,6 +191,30 @@ async def test_the_worker_loop_claims_a_bounded_lead_and_sends_all_it_claimed(s:
         assert sorted(sent.all()) == [(mid, f"SM{mid}") for mid in mids[:8]]
         pending = await conn.execute(sa.select(o.c.message_id).where(o.c.state == "pending"))
         assert sorted(pending.scalars()) == mids[8:]
+
+
+async def test_the_worker_loop_spaces_young_garbage_collections(s: Setup) -> None:
+    """While worker loops run, young collections come at most every ``YOUNG_GC_THRESHOLD``
+    allocations (each claimed batch set off several that found nothing to free); the
+    thresholds come back when the last of two overlapping loops ends, not the first."""
+    before = gc.get_threshold()
+    spaced = (max(before[0], YOUNG_GC_THRESHOLD), *before[1:])
+    mid = await s.compose()
+    first, second = anyio.Event(), anyio.Event()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(lambda: s.outbox.run(second, concurrency=2, idle=0.05))
+            async with anyio.create_task_group() as inner:
+                inner.start_soon(lambda: s.outbox.run(first, concurrency=2, idle=0.05))
+                await anyio.wait_all_tasks_blocked()
+                assert gc.get_threshold() == spaced
+                first.set()
+            assert gc.get_threshold() == spaced  # the other loop still runs
+            while not s.scripted.calls:  # noqa: ASYNC110 (a list grows, no event)
+                await anyio.sleep(0.01)
+            second.set()
+    assert gc.get_threshold() == before
+    assert s.scripted.calls == [str(mid)]
 
 
 async def test_transient_failures_retry_then_succeed(s: Setup) -> None:
