@@ -8,7 +8,7 @@ import gc
 import time
 import weakref
 from collections.abc import AsyncIterator
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import pytest
@@ -45,7 +45,7 @@ from tidings import (
 from tidings.plugins import ChannelHandle
 from tidings_sms_twilio import TwilioSms
 from tidings_sms_twilio.channel import default_transport
-from tidings_sms_twilio.send import Messages, retry_after_seconds
+from tidings_sms_twilio.send import Messages, encode_form, retry_after_seconds
 
 
 @pytest.fixture
@@ -381,6 +381,21 @@ async def test_an_answer_is_freed_as_soon_as_the_send_is_done(
             assert answer() is None
         finally:
             gc.enable()
+
+
+def test_the_form_is_encoded_as_urlencode_does_with_repeating_pairs_encoded_once() -> None:
+    known: dict[tuple[str, str], str] = {}
+    callback = "https://tidings.example.com/webhooks/twilio-main/status?a=1&b=ü"
+    forms = [
+        [("To", "+48600100200"), ("From", OUR_NUMBER), ("Body", "Zażółć & = + ? % ~ 😀\n"),
+         ("MediaUrl", "https://example.com/a b.png"), ("StatusCallback", callback)],
+        [("To", "+48600100201"), ("MessagingServiceSid", SERVICE_SID), ("Body", "a+b=c"),
+         ("StatusCallback", callback)],
+    ]  # fmt: skip
+    for form in forms * 2:
+        assert encode_form(form, known) == urlencode(form).encode("ascii")
+    assert set(known) == {("From", OUR_NUMBER), ("MessagingServiceSid", SERVICE_SID),
+                          ("StatusCallback", callback)}  # fmt: skip
 
 
 def test_retry_after_parsing() -> None:

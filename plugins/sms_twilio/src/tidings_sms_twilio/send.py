@@ -27,9 +27,9 @@ from __future__ import annotations
 import base64
 import email.utils
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote_plus
 
 import httpx
 
@@ -89,6 +89,27 @@ def build_form(account: Account[TwilioSettings], message: OutboundMessage) -> li
     return form
 
 
+_SAME_PER_ACCOUNT = frozenset({"From", "MessagingServiceSid", "StatusCallback"})
+"""The form's fields whose value every send of an account repeats."""
+
+
+def encode_form(form: list[tuple[str, str]], known: dict[tuple[str, str], str]) -> bytes:
+    """``urlencode(form)``, the pairs every send of an account repeats encoded once.
+
+    ``urlencode`` quotes every key and value anew: 13 µs for an SMS's four pairs, of which
+    only ``To`` and ``Body`` change from send to send (3 µs for those two). ``known`` holds
+    the encoded repeating pairs: a few per account."""
+    parts = []
+    for key, value in form:
+        pair = known.get((key, value))
+        if pair is None:
+            pair = f"{quote_plus(key)}={quote_plus(value)}"
+            if key in _SAME_PER_ACCOUNT:
+                known[(key, value)] = pair
+        parts.append(pair)
+    return "&".join(parts).encode("ascii")
+
+
 def basic_authorization(user: str, password: str) -> str:
     """The ``Authorization`` value HTTP Basic auth sends (RFC 7617, UTF-8)."""
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
@@ -102,6 +123,8 @@ class Messages:
     url: httpx.URL
     headers: httpx.Headers
     extensions: dict[str, Any]
+    encoded: dict[tuple[str, str], str] = field(default_factory=dict, compare=False)
+    """The account's repeating form pairs, encoded (``encode_form``)."""
 
     @classmethod
     def of(cls, client: httpx.AsyncClient, settings: TwilioSettings) -> Messages:
@@ -125,7 +148,7 @@ class Messages:
         The body is given as a ready ``ByteStream`` with its ``Content-Length`` (and the
         prepared ``Host``): ``content=`` would have httpx sniff the content's type, add the
         same headers again and read the stream back (about 40 µs a send, against 5)."""
-        body = urlencode(form).encode("ascii")
+        body = encode_form(form, self.encoded)
         request = httpx.Request(
             "POST",
             self.url,
