@@ -454,11 +454,12 @@ def conversations_matching(dialect: str, search: Plan) -> sa.ColumnElement[bool]
     in_words = sa.select(sa.literal(1)).where(
         cw.c.conversation_id == conv.c.id, _document_matches(dialect, cw, search.tokens)
     )
-    in_message = (
-        sa.select(sa.literal(1))
-        .select_from(msgs.join(ms, _key(dialect, ms) == msgs.c.id))
-        .where(msgs.c.conversation_id == conv.c.id, _document_matches(dialect, ms, search.tokens))
-    )
+    in_message = sa.select(sa.literal(1)).where(_document_matches(dialect, ms, search.tokens))
+    if dialect == "postgresql":  # its search rows by conversation (migration 0017)
+        in_message = in_message.where(ms.c.conversation_id == conv.c.id)
+    else:  # FTS5 cannot index by conversation: through the conversation's messages
+        in_message = in_message.select_from(msgs.join(ms, _key(dialect, ms) == msgs.c.id))
+        in_message = in_message.where(msgs.c.conversation_id == conv.c.id)
     in_name = sa.select(sa.literal(1)).where(
         _key(dialect, cs) == conv.c.id, _document_matches(dialect, cs, search.tokens)
     )
