@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from tidings.store import Store, sqlite_connection
+from tidings.store.sqlite_connection import deferred_writes
 
 pytestmark = pytest.mark.anyio
 
@@ -19,6 +21,28 @@ ITEMS = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(50), nullable=False, unique=True),
 )
+
+
+async def count_trips(store: Store, monkeypatch: pytest.MonkeyPatch, trips: list[str]) -> None:
+    """From now on each crossing to the driver thread is named in ``trips``: the function
+    run there, after "N+" when N deferred statements ran before it."""
+    original = sqlite_connection.Connection._execute
+
+    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        name = getattr(fn, "__name__", repr(fn))
+        if fn is sqlite_connection._after:
+            name = f"{len(args[1])}+{args[2].__name__}"
+        trips.append(name)
+        return await original(self, fn, *args, **kwargs)
+
+    async with store.read() as conn:  # open the pooled connection before counting
+        await conn.execute(sa.text("SELECT 1"))
+    monkeypatch.setattr(sqlite_connection.Connection, "_execute", counted)
+
+
+async def names(store: Store) -> list[str]:
+    async with store.read() as conn:
+        return list((await conn.execute(sa.select(ITEMS.c.name).order_by(ITEMS.c.id))).scalars())
 
 
 @pytest.fixture
@@ -73,19 +97,109 @@ async def test_each_statement_is_one_trip_to_the_driver_thread(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trips: list[str] = []
-    original = sqlite_connection.Connection._execute
-
-    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        trips.append(getattr(fn, "__name__", repr(fn)))
-        return await original(self, fn, *args, **kwargs)
-
-    async with store.read() as conn:  # open the pooled connection before counting
-        await conn.execute(sa.text("SELECT 1"))
-    monkeypatch.setattr(sqlite_connection.Connection, "_execute", counted)
+    await count_trips(store, monkeypatch, trips)
     async with store.write() as conn:
         await conn.execute(sa.insert(ITEMS).values(name="a"))
         rows = (await conn.execute(sa.select(ITEMS.c.name))).all()
     assert rows == [("a",)]
-    # BEGIN IMMEDIATE, the INSERT, the SELECT (with its rows), and the commit; the pool's
-    # rollback on return finds no open transaction and stays on this side.
-    assert trips == ["_run", "_run", "_run", "commit"]
+    # BEGIN IMMEDIATE with the INSERT, the SELECT (with its rows), and the commit; the
+    # pool's rollback on return finds no open transaction and stays on this side.
+    assert trips == ["1+_run", "_run", "commit"]
+
+
+async def test_a_transaction_that_runs_nothing_costs_no_trip(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips: list[str] = []
+    await count_trips(store, monkeypatch, trips)
+    async with store.write():
+        pass
+    async with store.read():
+        pass
+    assert trips == []
+
+
+async def test_begin_immediate_takes_the_write_lock_before_the_first_statement(
+    store: Store, tmp_path: Path
+) -> None:
+    other = sqlite3.connect(tmp_path / "conn.db", timeout=0, isolation_level=None)
+    try:
+        async with store.write() as conn:
+            await conn.execute(sa.select(ITEMS.c.id))  # a read, yet the write lock is ours
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+        other.execute("BEGIN IMMEDIATE")  # released by the commit
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+async def test_deferred_writes_cross_with_the_next_statement(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips: list[str] = []
+    await count_trips(store, monkeypatch, trips)
+    async with store.write() as conn, deferred_writes(conn):
+        await conn.execute(sa.insert(ITEMS), [{"name": "a"}, {"name": "b"}, {"name": "c"}])
+        await conn.execute(
+            sa.update(ITEMS)
+            .where(ITEMS.c.name == sa.bindparam("old"))
+            .values(name=sa.bindparam("new")),
+            [{"old": "b", "new": "y"}, {"old": "c", "new": "z"}],
+        )
+        assert trips == []  # BEGIN IMMEDIATE and both writes wait on this side
+        seen = (await conn.execute(sa.select(ITEMS.c.name).order_by(ITEMS.c.id))).scalars()
+        assert list(seen) == ["a", "y", "z"]  # they ran, in order, before the SELECT
+        await conn.execute(sa.insert(ITEMS), [{"name": "d"}, {"name": "e"}])
+    # One crossing for BEGIN, both writes and the SELECT; one for the last write and COMMIT.
+    assert trips == ["3+_run", "1+_commit"]
+    assert await names(store) == ["a", "y", "z", "d", "e"]
+
+
+async def test_a_deferred_write_that_fails_fails_the_next_statement_and_nothing_commits(
+    store: Store,
+) -> None:
+    twice = [{"name": "same"}, {"name": "same"}]
+    with pytest.raises(sa.exc.IntegrityError) as raised:
+        async with store.write() as conn, deferred_writes(conn):
+            await conn.execute(sa.insert(ITEMS).values(name="first"))
+            await conn.execute(sa.insert(ITEMS), twice)  # no error here yet
+            await conn.execute(sa.select(ITEMS.c.id))
+    assert "raised by a deferred statement: INSERT INTO items" in "".join(
+        getattr(raised.value.orig, "__notes__", [])
+    )
+    with pytest.raises(sa.exc.IntegrityError):  # the commit is the next crossing
+        async with store.write() as conn, deferred_writes(conn):
+            await conn.execute(sa.insert(ITEMS).values(name="first"))
+            await conn.execute(sa.insert(ITEMS), twice)
+    assert await names(store) == []
+
+
+async def test_a_rollback_drops_the_deferred_writes(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips: list[str] = []
+    await count_trips(store, monkeypatch, trips)
+    with pytest.raises(LookupError):
+        async with store.write() as conn, deferred_writes(conn):
+            await conn.execute(sa.insert(ITEMS), [{"name": "a"}, {"name": "b"}])
+            raise LookupError
+    assert trips == []  # SQLite never saw the transaction: nothing to undo
+    async with store.write() as conn:
+        await conn.execute(sa.insert(ITEMS), [{"name": "c"}, {"name": "d"}])
+    assert await names(store) == ["c", "d"]
+
+
+async def test_outside_a_block_or_a_transaction_writes_cross_at_once(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips: list[str] = []
+    await count_trips(store, monkeypatch, trips)
+    async with store.write() as conn:
+        await conn.execute(sa.insert(ITEMS), [{"name": "a"}, {"name": "b"}])
+    async with store.engine.connect() as conn:
+        async with deferred_writes(conn):  # no transaction yet: nothing is deferred
+            await conn.execute(sa.insert(ITEMS), [{"name": "c"}, {"name": "d"}])
+            assert trips == ["1+_run_many", "commit", "1+_run_many"]
+        await conn.commit()
+    assert await names(store) == ["a", "b", "c", "d"]

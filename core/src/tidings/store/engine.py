@@ -62,7 +62,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_begin(conn: sa.Connection) -> None:
     mode = "IMMEDIATE" if conn.get_execution_options().get("tidings_write") else "DEFERRED"
-    conn.exec_driver_sql(f"BEGIN {mode}")
+    driver = conn.connection.driver_connection
+    if isinstance(driver, sqlite_connection.Connection):
+        driver.begin(mode)  # runs with the transaction's first statement: one crossing less
+    else:
+        conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
