@@ -9,6 +9,7 @@ gives.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -16,7 +17,7 @@ from conversation_world import World, world  # noqa: F401
 
 from tidings import Address, Attachment, InboundMessage, ThreadHeaders
 from tidings.conversations import Filters, View
-from tidings.store import tables
+from tidings.store import sqlite_connection, tables
 
 pytestmark = pytest.mark.anyio
 
@@ -150,3 +151,41 @@ async def test_a_later_message_without_a_name_keeps_the_senders_name_from_the_ba
         c = tables.conversations
         query = sa.select(c.c.customer_name).where(c.c.id == cid)
         assert (await conn.execute(query)).scalar_one() == "Ewa Nowak"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_on_sqlite_a_batch_crosses_to_the_driver_thread_only_to_read(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await world.mail("jan@kowalski.pl", "Faktura", "<b0@k.pl>")
+    crossings: list[str] = []
+    statements: list[str] = []
+    original = sqlite_connection.Connection._execute
+
+    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        crossings.append(fn.__name__)
+        statements.extend(str(arg) for arg in args if isinstance(arg, str))
+        return await original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite_connection.Connection, "_execute", counted)
+    logo = Attachment(filename="logo.png", content_type="image/png", data=b"png")
+    batch = [
+        mail(world, "jan@kowalski.pl", "Re: Faktura", "<b1@k.pl>", in_reply_to=["<b0@k.pl>"],
+             attachments=[logo]),
+        mail(world, "ewa@nowak.pl", "Zwrot", "<b2@n.pl>", attachments=[logo], minutes=1),
+        mail(world, "ola@lis.pl", "Dostawa", "<b3@l.pl>", minutes=2),
+    ]  # fmt: skip
+    result = await world.svc.ingest("mail", batch)
+    assert len(result.stored) == 3
+    assert len(result.created) == 2
+    # Every multi-row INSERT and UPDATE went with a later statement, none on its own.
+    assert "_run_many" not in crossings
+    assert crossings.count("_after") >= 3
+    # The ids of the new conversations and messages come from one read.
+    assert sum("sqlite_sequence" in sql for sql in statements) == 1
+    jan = await conversation_of(world, "<b0@k.pl>")
+    assert await conversation_of(world, "<b1@k.pl>") == jan
+    async with world.store.read() as conn:
+        a = tables.attachments
+        query = sa.select(sa.func.count()).select_from(a).where(a.c.message_id.in_(result.stored))
+        assert (await conn.execute(query)).scalar_one() == 2

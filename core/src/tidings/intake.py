@@ -22,6 +22,7 @@ from tidings.models import Endpoint, PolledBatch, WebhookReply, WebhookRequest
 from tidings.outbound.outbox import notify_status_changes
 from tidings.outbound.statuses import StatusChange
 from tidings.runtime import Runtime
+from tidings.store.sqlite_connection import deferred_writes
 
 log = logging.getLogger("tidings.intake")
 
@@ -55,7 +56,7 @@ async def take_in(
     reports = await handle.delivery_status(account, request) if statuses else []
     contacts = await runtime.conversations.lookup(m.sender for m in inbound) if inbound else {}
     intake = Intake(reports=len(reports))
-    async with runtime.store.write() as conn:
+    async with runtime.store.write() as conn, deferred_writes(conn):
         if inbound:
             intake.messages = await runtime.conversations.ingest_with(
                 conn, account.id, inbound, contacts

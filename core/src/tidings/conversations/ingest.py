@@ -23,6 +23,7 @@ from tidings.outbound.consent import record_consent
 from tidings.routing import ensure_project
 from tidings.routing.route import route_new
 from tidings.store import dialect_insert, search, tables
+from tidings.store.sqlite_connection import deferred_writes
 
 c, m = tables.conversations, tables.messages
 
@@ -101,46 +102,60 @@ async def _store_attachments(
     )
 
 
-async def _new_ids(conn: AsyncConnection, table: sa.Table, count: int) -> list[int]:
-    """Primary keys for ``count`` rows this transaction is about to insert into ``table``.
-
-    Handed out before the INSERT, so a batch's rows go in with one plain executemany and
-    the caller already knows which id is which row: no ``RETURNING`` to match back (SQLite
-    does not promise its order), no statement per row.
+class _Ids:
+    """Primary keys of the rows this transaction is about to insert, handed out before the
+    INSERT: a batch's rows then go in with one plain executemany and the caller already
+    knows which id is which row (no ``RETURNING`` to match back, which SQLite does not
+    promise in order; no statement per row).
     """
-    if conn.dialect.name == "postgresql":
-        # One multi-row INSERT … RETURNING of a batch is ~200 KB of SQL, which psycopg
-        # re-parses on every execution (it caches only statements under 4 KB): a third of
-        # ingestion's CPU. Ids come from the sequence instead, and the short INSERT runs
-        # once per row in psycopg's pipeline.
-        ids = await conn.execute(_PG_NEXT_IDS, {"table": table.name, "n": count})
-        return [int(i) for i in ids.scalars()]
-    # SQLite: a write transaction (BEGIN IMMEDIATE) holds the database's only write lock,
-    # so nobody takes ids meanwhile. AUTOINCREMENT never reuses an id: the next one is past
-    # the highest ever used (sqlite_sequence), which explicit ids move forward as well.
-    used = sa.select(_SQLITE_SEQUENCE.c.seq).where(_SQLITE_SEQUENCE.c.name == table.name)
-    query = sa.select(
-        sa.func.max(
-            sa.func.coalesce(used.scalar_subquery(), 0),
-            sa.func.coalesce(sa.select(sa.func.max(table.c.id)).scalar_subquery(), 0),
-        )
-    )
-    last = int((await conn.execute(query)).scalar_one())
-    return list(range(last + 1, last + 1 + count))
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+
+    async def take(self, conn: AsyncConnection, table: sa.Table, count: int) -> list[int]:
+        if conn.dialect.name == "postgresql":
+            # One multi-row INSERT … RETURNING of a batch is ~200 KB of SQL, which psycopg
+            # re-parses on every execution (it caches only statements under 4 KB): a third
+            # of ingestion's CPU. Ids come from the sequence instead, and the short INSERT
+            # runs once per row in psycopg's pipeline.
+            ids = await conn.execute(_PG_NEXT_IDS, {"table": table.name, "n": count})
+            return [int(i) for i in ids.scalars()]
+        # SQLite: a write transaction (BEGIN IMMEDIATE) holds the database's only write
+        # lock, so nobody takes ids meanwhile, and one read of where both tables stand
+        # serves the whole batch. AUTOINCREMENT never reuses an id: the next one is past
+        # the highest ever used (sqlite_sequence), which explicit ids move forward as well.
+        if not self._last:
+            row = (await conn.execute(_SQLITE_LAST_IDS)).one()
+            self._last = {name: int(last) for name, last in zip(_ID_TABLES, row, strict=True)}
+        last = self._last[table.name]
+        self._last[table.name] = last + count
+        return list(range(last + 1, last + 1 + count))
 
 
 async def _insert_rows(
-    conn: AsyncConnection, table: sa.Table, rows: list[dict[str, Any]]
+    conn: AsyncConnection, ids: _Ids, table: sa.Table, rows: list[dict[str, Any]]
 ) -> list[int]:
     """Insert ``rows`` with one executemany, each given its id first; the ids in order."""
-    ids = await _new_ids(conn, table, len(rows))
-    for row, row_id in zip(rows, ids, strict=True):
+    new = await ids.take(conn, table, len(rows))
+    for row, row_id in zip(rows, new, strict=True):
         row["id"] = row_id
     await conn.execute(sa.insert(table), rows)
-    return ids
+    return new
 
 
 _SQLITE_SEQUENCE = sa.table("sqlite_sequence", sa.column("name"), sa.column("seq"))
+_ID_TABLES = (c.name, m.name)
+
+
+def _sqlite_last_id(table: sa.Table) -> sa.ColumnElement[int]:
+    used = sa.select(_SQLITE_SEQUENCE.c.seq).where(_SQLITE_SEQUENCE.c.name == table.name)
+    return sa.func.max(
+        sa.func.coalesce(used.scalar_subquery(), 0),
+        sa.func.coalesce(sa.select(sa.func.max(table.c.id)).scalar_subquery(), 0),
+    )
+
+
+_SQLITE_LAST_IDS = sa.select(*(_sqlite_last_id(t) for t in (c, m)))
 
 
 _PG_NEXT_IDS = sa.text(
@@ -162,8 +177,23 @@ async def ingest(
     Batch-shaped: a fixed number of statements per batch, not per message, so a mailbox
     sync or a burst of webhooks costs little more than one message. ``contacts`` maps
     sender address keys to contact-lookup answers (looked up before the transaction: a
-    CRM call must not hold database locks).
+    CRM call must not hold database locks). On SQLite the batch's multi-row writes cross
+    to the driver thread together with the read after them (``deferred_writes``): nothing
+    here goes on after a failed write.
     """
+    async with deferred_writes(conn):
+        return await _ingest(conn, info, messages, contacts, now=now, subject_window=subject_window)
+
+
+async def _ingest(
+    conn: AsyncConnection,
+    info: AccountInfo,
+    messages: Sequence[InboundMessage],
+    contacts: Mapping[str, Sequence[ContactMatch]],
+    *,
+    now: datetime,
+    subject_window: timedelta,
+) -> IngestResult:
     result = IngestResult()
     account = info.account
     ids = list(dict.fromkeys(msg.provider_id for msg in messages))
@@ -195,10 +225,11 @@ async def ingest(
         name = name or msg.sender.name or ""
         if name or key not in names:
             names[key] = name
+    keys = _Ids()
     if info.threading is Threading.ADDRESS:
         targets = await _address_threads(conn, info, fresh, names, now, result)
     else:
-        targets = await _email_threads(conn, info, fresh, names, now, subject_window, result)
+        targets = await _email_threads(conn, info, keys, fresh, names, now, subject_window, result)
 
     # Lock the conversations touched (PostgreSQL; SQLite's write transaction is exclusive).
     cids = sorted(set(targets))
@@ -207,7 +238,7 @@ async def ingest(
         query = query.with_for_update()
     rows = {row.id: row for row in (await conn.execute(query)).all()}
 
-    message_ids = await _insert_messages(conn, info, fresh, targets, now)
+    message_ids = await _insert_messages(conn, info, keys, fresh, targets, now)
     result.stored.extend(message_ids)
     result.conversations.update(cids)
     await _insert_related(conn, info, fresh, targets, message_ids, contacts)
@@ -312,6 +343,7 @@ async def _address_threads(
 async def _email_threads(
     conn: AsyncConnection,
     info: AccountInfo,
+    ids: _Ids,
     fresh: Sequence[InboundMessage],
     names: Mapping[str, str],
     now: datetime,
@@ -379,17 +411,20 @@ async def _email_threads(
         targets.append(cid)
     if not new_rows:
         return targets
-    ids = await _insert_rows(conn, c, new_rows)
-    result.created.update(ids)
+    made = await _insert_rows(conn, ids, c, new_rows)
+    result.created.update(made)
     await _created(
-        conn, {cid: names[row["customer_key"]] for row, cid in zip(new_rows, ids, strict=True)}, now
+        conn,
+        {cid: names[row["customer_key"]] for row, cid in zip(new_rows, made, strict=True)},
+        now,
     )
-    return [ids[-cid - 1] if cid < 0 else cid for cid in targets]
+    return [made[-cid - 1] if cid < 0 else cid for cid in targets]
 
 
 async def _insert_messages(
     conn: AsyncConnection,
     info: AccountInfo,
+    ids: _Ids,
     fresh: Sequence[InboundMessage],
     targets: Sequence[int],
     now: datetime,
@@ -424,7 +459,7 @@ async def _insert_messages(
         }
         for msg, cid in zip(fresh, targets, strict=True)
     ]
-    return await _insert_rows(conn, m, rows)
+    return await _insert_rows(conn, ids, m, rows)
 
 
 async def _insert_related(
