@@ -366,8 +366,10 @@ def child_tidings(args: argparse.Namespace) -> dict[str, Any]:
         return anyio.run(_tidings_sync, Path(args.config))
     import cProfile
 
-    # The sync process only (the parse worker is another interpreter): where its CPU goes.
-    with cProfile.Profile() as profile:
+    # The sync process's main thread only (the parse worker is another interpreter, the
+    # driver thread is not profiled), timed by that thread's CPU clock: where the event
+    # loop's CPU goes, not counting its waits for the GIL, a core or the network.
+    with cProfile.Profile(time.thread_time) as profile:
         result = anyio.run(_tidings_sync, Path(args.config))
     profile.dump_stats(args.profile)
     return result
