@@ -49,10 +49,12 @@ ONE_STORE_INDEXES = (
     "ix_participants_address_trigrams",
     "ix_conversations_subject_trigrams",
     "ix_messages_id_conversation",
+    "ix_conversations_open_project",
 )
 """Indexes made by migrations on one store only: PostgreSQL's ``pg_trgm`` GIN indexes of
-``lower(address_key)`` and ``lower(subject)`` for the substring filters (0012), and
-SQLite's ``(id, conversation_id)`` of messages for rare searches (0013)."""
+``lower(address_key)`` and ``lower(subject)`` for the substring filters (0012) and its
+open conversations by project in view order (0018); SQLite's ``(id, conversation_id)``
+of messages for rare searches (0013)."""
 
 
 def made_by_migrations(name: str | None, type_: str) -> bool:
