@@ -35,6 +35,7 @@ from tidings import (
 from tidings.conversations import Conversations, Draft
 from tidings.errors import InvalidTransition, NotAllowed
 from tidings.models import Priority, TemplateRef, ThreadHeaders
+from tidings.outbound import outbox as outbox_module
 from tidings.outbound.outbox import YOUNG_GC_THRESHOLD, Outbox, RetryPolicy, _outbound
 from tidings.plugins import load_plugins
 from tidings.store import tables
@@ -58,6 +59,8 @@ class Scripted(Channel):
         self.messages: list[OutboundMessage] = []
         self.gate: anyio.Event | None = None
         """When set, every send waits for it (after being counted in ``calls``)."""
+        self.slow: dict[str, anyio.Event] = {}
+        """Sends of these message ids wait for their event (after being counted)."""
 
     def own_address(self, account: Account[Any]) -> Address:
         return Address.phone("+48221000555")
@@ -68,6 +71,8 @@ class Scripted(Channel):
         self.messages.append(message)
         if self.gate is not None:
             await self.gate.wait()
+        if message.id in self.slow:
+            await self.slow[message.id].wait()
         if self.script:
             return self.script.popleft()(message)
         return SendResult(provider_id=f"SM{message.id}", status=DeliveryStatus.QUEUED,
@@ -215,6 +220,86 @@ async def test_the_worker_loop_spaces_young_garbage_collections(s: Setup) -> Non
             second.set()
     assert gc.get_threshold() == before
     assert s.scripted.calls == [str(mid)]
+
+
+async def stored(s: Setup, *mids: int) -> list[tuple[str, str | None]]:
+    """Each message's status and provider id as stored, in the order given."""
+    m = tables.messages
+    async with s.w.store.read() as conn:
+        rows = await conn.execute(
+            sa.select(m.c.id, m.c.status, m.c.provider_id).where(m.c.id.in_(mids))
+        )
+        found = {row.id: (row.status, row.provider_id) for row in rows}
+    return [found[mid] for mid in mids]
+
+
+def spy_on_commits(outbox: Outbox) -> list[list[int]]:
+    """The message ids of each recording transaction ``outbox`` runs from now on."""
+    commits: list[list[int]] = []
+    record = outbox._record
+
+    async def spied(batch: Any, outcome: Any) -> Any:
+        commits.append([d.claim.message_id for d in batch])
+        return await record(batch, outcome)
+
+    outbox._record = spied  # type: ignore[method-assign]
+    return commits
+
+
+async def test_a_busy_worker_waits_for_more_finished_sends_before_it_commits(
+    s: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While other sends are under way the recorder waits ``RECORD_LINGER`` for them, so a
+    busy worker records in fewer, larger commits (each has a fixed cost)."""
+    monkeypatch.setattr(outbox_module, "RECORD_LINGER", 1.0)
+    first, second = await s.compose(), await s.compose(to="+48600100201")
+    s.scripted.slow[str(second)] = later = anyio.Event()
+    commits = spy_on_commits(s.outbox)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: s.outbox.run_once(concurrency=2))
+            while len(s.scripted.calls) < 2:  # noqa: ASYNC110 (a list grows, no event)
+                await anyio.sleep(0.01)
+            await anyio.sleep(0.1)  # the first send is done, waiting to be recorded
+            assert commits == []
+            later.set()
+    assert sorted(commits) == [sorted([first, second])]
+    assert await stored(s, first, second) == [
+        ("queued", f"SM{first}"), ("queued", f"SM{second}"),
+    ]  # fmt: skip
+
+
+async def test_an_idle_worker_records_a_lone_send_at_once(
+    s: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox_module, "RECORD_LINGER", 30.0)
+    mid = await s.compose()
+    commits = spy_on_commits(s.outbox)
+    with anyio.fail_after(10):
+        assert (await s.outbox.run_once()).sent == 1
+    assert commits == [[mid]]
+
+
+async def test_a_crash_while_a_finished_send_waits_to_be_recorded_is_not_resent(
+    s: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send that finished but was not recorded yet is, after a crash, what one in flight
+    is: its claim stays, and ``recover`` makes it "unknown — check", never sent again."""
+    monkeypatch.setattr(outbox_module, "RECORD_LINGER", 30.0)
+    first, second = await s.compose(), await s.compose(to="+48600100201")
+    s.scripted.slow[str(second)] = anyio.Event()  # never set: still at the provider
+    with anyio.fail_after(10), anyio.CancelScope() as worker:  # the crash
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: s.outbox.run_once(concurrency=2))
+            while len(s.scripted.calls) < 2:  # noqa: ASYNC110 (a list grows, no event)
+                await anyio.sleep(0.01)
+            await anyio.sleep(0.1)  # the first send is done, waiting to be recorded
+            worker.cancel()
+    s.w.later(minutes=6)
+    assert await s.outbox.recover() == 2
+    assert await stored(s, first, second) == [("unknown", None), ("unknown", None)]
+    assert (await s.outbox.run_once()).sent == 0
+    assert sorted(s.scripted.calls) == sorted([str(first), str(second)])
 
 
 async def test_transient_failures_retry_then_succeed(s: Setup) -> None:
