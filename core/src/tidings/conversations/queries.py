@@ -17,6 +17,7 @@ Shaped for the planner (``bench/conversations.py`` measures it at a million mess
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,9 +45,13 @@ _DATE_COLUMNS = {
 }
 
 
+@functools.lru_cache(maxsize=1024)
 def visible(actor: Actor) -> sa.ColumnElement[bool]:
     """What ``actor`` may see: their projects and channel kinds, and there the pool and
-    their own conversations — or every conversation with the All permission."""
+    their own conversations — or every conversation with the All permission.
+
+    Kept per actor (an immutable value, as is the clause): every view and search call of
+    an agent starts from it."""
     if not actor.permissions:
         return sa.false()
     project, kind, assignee = (unindexed(x) for x in (c.c.project_id, c.c.kind,

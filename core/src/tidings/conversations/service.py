@@ -102,6 +102,9 @@ class Conversations:
         self.accounts = accounts
         self.clock = clock
         self.subject_window = subject_window
+        self._project_keys: dict[int, str] = {}
+        """Read once per process: projects are only ever added (``ensure_project``), never
+        renamed or removed, and every view names each conversation's project."""
 
     # --- accounts ------------------------------------------------------------------------
 
@@ -773,10 +776,11 @@ class Conversations:
         tags: dict[int, list[str]] = {}
         for cid, tag in tag_rows:
             tags.setdefault(cid, []).append(tag)
-        project_ids = {r.project_id for r in rows}
-        keys = dict(
-            (await conn.execute(sa.select(p.c.id, p.c.key).where(p.c.id.in_(project_ids)))).all()
-        )
+        keys = self._project_keys
+        if missing := {r.project_id for r in rows} - keys.keys():
+            keys.update(
+                (await conn.execute(sa.select(p.c.id, p.c.key).where(p.c.id.in_(missing)))).all()
+            )
         now = self.clock()
         return [
             ConversationSummary(
