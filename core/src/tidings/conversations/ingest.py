@@ -24,7 +24,6 @@ from tidings.outbound.consent import record_consent
 from tidings.routing import ensure_project
 from tidings.routing.route import route_new
 from tidings.store import dialect_insert, search, tables
-from tidings.store.sqlite_connection import deferred_writes
 
 c, m, tr = tables.conversations, tables.messages, tables.thread_refs
 
@@ -230,23 +229,10 @@ async def ingest(
     Batch-shaped: a fixed number of statements per batch, not per message, so a mailbox
     sync or a burst of webhooks costs little more than one message. ``contacts`` maps
     sender address keys to contact-lookup answers (looked up before the transaction: a
-    CRM call must not hold database locks). On SQLite the batch's multi-row writes cross
-    to the driver thread together with the read after them (``deferred_writes``): nothing
-    here goes on after a failed write.
+    CRM call must not hold database locks). Nothing here goes on after a failed write, so
+    callers run it inside ``deferred_writes`` (``Conversations`` does): on SQLite the
+    batch's multi-row writes then cross to the driver thread with the read after them.
     """
-    async with deferred_writes(conn):
-        return await _ingest(conn, info, messages, contacts, now=now, subject_window=subject_window)
-
-
-async def _ingest(
-    conn: AsyncConnection,
-    info: AccountInfo,
-    messages: Sequence[InboundMessage],
-    contacts: Mapping[str, Sequence[ContactMatch]],
-    *,
-    now: datetime,
-    subject_window: timedelta,
-) -> IngestResult:
     result = IngestResult()
     account = info.account
     ids = list(dict.fromkeys(msg.provider_id for msg in messages))

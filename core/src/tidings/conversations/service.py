@@ -61,6 +61,7 @@ from tidings.outbound.rules import check_outbound
 from tidings.plugins import Plugins
 from tidings.routing import ensure_project, load_actor
 from tidings.store import Store, dialect_insert, search, tables
+from tidings.store.sqlite_connection import deferred_writes
 
 log = logging.getLogger("tidings.conversations")
 c, m = tables.conversations, tables.messages
@@ -160,9 +161,12 @@ class Conversations:
         messages: Sequence[InboundMessage],
         contacts: Mapping[str, Sequence[ContactMatch]],
     ) -> IngestResult:
-        return await ingest(
-            conn, info, messages, contacts, now=self.clock(), subject_window=self.subject_window
-        )
+        """Every ingestion's way in. On SQLite its multi-row writes cross to the driver
+        thread with the read after them (``deferred_writes``)."""
+        async with deferred_writes(conn):
+            return await ingest(
+                conn, info, messages, contacts, now=self.clock(), subject_window=self.subject_window
+            )
 
     # --- helpers -------------------------------------------------------------------------
 
