@@ -62,6 +62,7 @@ from tidings.conversations import Actor, Conversations, Draft, Filters, Role, Vi
 from tidings.conversations.models import DateField, DateRange
 from tidings.plugins import Plugins, load_plugins
 from tidings.routing import add_agent
+from tidings.service.worker import compact_until_done
 from tidings.store import Store, search
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
@@ -818,6 +819,13 @@ async def run_backend(backend: str, url: str, plan: Plan, args: Any) -> None:
             async with store.engine.connect() as conn:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
                 await conn.execute(sa.text("VACUUM ANALYZE"))
+        else:  # what a running worker does in the background (tidings.service.worker)
+            started, cpu = time.perf_counter(), time.process_time()
+            steps = await compact_until_done(store)
+            say(
+                f"  search index compacted as a worker would: {steps} merge steps in "
+                f"{time.perf_counter() - started:.1f} s ({time.process_time() - cpu:.1f} s CPU)"
+            )
         size = await database_size(store, url)
         say(f"  database size: {size / 2**20:,.0f} MiB")
         load = os.getloadavg()

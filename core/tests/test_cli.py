@@ -87,6 +87,9 @@ def test_init_writes_config_and_database(run: Run, tmp_path: Path) -> None:
     upgraded = run("db", "upgrade")
     assert upgraded.returncode == 0
     assert f"schema at {head_revision()}" in upgraded.stdout
+    compacted = run("db", "compact")
+    assert compacted.returncode == 0, compacted.stderr
+    assert "search index compact (0 merge steps)" in compacted.stdout  # nothing indexed yet
 
 
 def test_plugins_json_lists_installed_plugins_with_hooks(

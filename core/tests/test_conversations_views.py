@@ -388,6 +388,31 @@ async def test_conversation_words_are_filled_from_the_search_index(world: World)
         assert found.scalars().all() == [a]
 
 
+async def test_search_finds_names_learned_later_and_names_indexed_before_0019(
+    world: World, search_plan: str
+) -> None:
+    """A conversation's words hold its customer's name as well as its messages' words: the
+    walk tests the name only where they hold every token (``conversations_matching``).
+    A name the customer gives with a later message is found; so are names indexed before
+    migration 0019, which adds them to the words."""
+    a = await one(world, "+48600000001", text="Dzień dobry")
+    b = await one(world, "+48600000002", text="Dzień dobry", name="Żaneta Wiśniewska")
+
+    async def hits(query: str) -> set[int]:
+        return set(await ids(world, "boss", View.ALL, search=query))
+
+    assert await hits("wiśn") == {b}
+    assert await hits("dzień żaneta") == set()  # a message and the name: no one document
+    world.later(minutes=1)
+    await world.sms("+48600000001", "Jeszcze raz", name="Bartłomiej Żółtowski")
+    assert await hits("żółt") == {a}
+    assert await hits("bartł żółt") == {a}
+
+    await migrate_again(world, "0019")
+    assert await hits("wiśn") == {b}
+    assert await hits("żółt") == {a}
+
+
 @pytest.mark.parametrize("listed", [64, 1])
 async def test_postgresql_searches_a_prefix_as_the_words_it_begins(
     world: World, monkeypatch: pytest.MonkeyPatch, listed: int

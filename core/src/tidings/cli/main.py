@@ -104,6 +104,27 @@ def db_upgrade(config: ConfigOption = None) -> None:
     out.print(f"schema at {revision} (head {head_revision()})")
 
 
+async def _compact(database_url: str) -> int:
+    from tidings.service.worker import compact_until_done
+
+    store = Store.open(database_url)
+    try:
+        return await compact_until_done(store)
+    finally:
+        await store.close()
+
+
+@db_app.command("compact")
+@friendly_errors
+def db_compact(config: ConfigOption = None) -> None:
+    """Merge SQLite's full-text index segments now (a worker does this in the background;
+    useful after a bulk import). PostgreSQL: nothing to do."""
+    cfg = load_config(config)
+    err.print("compacting the search index…")
+    steps = anyio.run(_compact, cfg.database_url)
+    out.print(f"search index compact ({steps} merge steps)")
+
+
 @app.command()
 @friendly_errors
 def plugins(

@@ -15,16 +15,19 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import sqlalchemy as sa
 
 from tidings.channel import Account
 from tidings.intake import sync_account
 from tidings.runtime import Runtime
+from tidings.store import Store, search
 
 log = logging.getLogger("tidings.worker")
 
 RETRY_MAX = 60.0
 SLA_SWEEP_EVERY = 30.0
+SEARCH_COMPACT_EVERY = 60.0
 
 
 def polled_accounts(runtime: Runtime) -> list[Account[Any]]:
@@ -79,6 +82,34 @@ async def sweep_sla(runtime: Runtime, stop: anyio.Event, every: float = SLA_SWEE
             await stop.wait()
 
 
+async def compact_until_done(store: Store) -> int:
+    """Merge SQLite's full-text index segments step by step until a step finds nothing to
+    merge; the number of steps that merged. Each step is its own transaction, so a writer
+    waits for one step (~0.1 s) at most."""
+    steps = 0
+    while True:
+        async with store.write() as conn:
+            if not await search.compact_step(conn):
+                return steps
+        steps += 1
+        await anyio.lowlevel.checkpoint()
+
+
+async def compact_search(
+    store: Store, stop: anyio.Event, every: float = SEARCH_COMPACT_EVERY
+) -> None:
+    """Keep SQLite's full-text indexes in few segments (``search.compact_step``)."""
+    while not stop.is_set():
+        try:
+            await compact_until_done(store)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception:
+            log.exception("compacting the search index failed; trying again in %.0f s", every)
+        with anyio.move_on_after(every):
+            await stop.wait()
+
+
 async def run_worker(
     runtime: Runtime, stop: anyio.Event, *, outbox: bool = True, pollers: bool = True
 ) -> None:
@@ -86,6 +117,8 @@ async def run_worker(
     between batches (anything not committed is simply fetched again next time)."""
     async with anyio.create_task_group() as tg:
         tg.start_soon(sweep_sla, runtime, stop, name="sla")
+        if runtime.store.dialect == "sqlite":
+            tg.start_soon(compact_search, runtime.store, stop, name="compact-search")
         if pollers:
             for account in polled_accounts(runtime):
                 tg.start_soon(poll_forever, runtime, account, stop, name=f"poll:{account.id}")
