@@ -302,6 +302,33 @@ async def test_a_crash_while_a_finished_send_waits_to_be_recorded_is_not_resent(
     assert sorted(s.scripted.calls) == sorted([str(first), str(second)])
 
 
+async def test_a_recording_that_fails_costs_only_the_attempt_that_broke_it(
+    s: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recording's writes wait for its commit (``deferred_writes`` on SQLite), so a
+    bad row fails the commit rather than its own statement; the batch is then recorded
+    one attempt at a time: the good one is recorded, the bad one keeps its claim (for
+    ``recover``, as after a crash), and nothing of the failed commit remains."""
+    monkeypatch.setattr(outbox_module, "RECORD_LINGER", 1.0)
+    first, second = await s.compose(), await s.compose(to="+48600100201")
+    same = SendResult(provider_id="SMsame", status=DeliveryStatus.QUEUED, raw_status="queued")
+    s.scripted.script.extend([lambda _: same, lambda _: same])  # one provider id, twice
+    commits = spy_on_commits(s.outbox)
+    with anyio.fail_after(10):
+        outcome = await s.outbox.run_once(concurrency=2)
+    assert commits == [[first, second], [first], [second]]
+    assert outcome.sent == 1
+    assert await stored(s, first, second) == [("queued", "SMsame"), ("queued", None)]
+    o, e = tables.outbox, tables.events
+    async with s.w.store.read() as conn:
+        claims = (await conn.execute(sa.select(o.c.message_id, o.c.state))).all()
+        logged = (
+            await conn.execute(sa.select(e.c.data).where(e.c.kind == "delivered_to_provider"))
+        ).scalars().all()  # fmt: skip
+    assert [tuple(row) for row in claims] == [(second, "sending")]
+    assert [entry["message"] for entry in logged] == [first]
+
+
 async def test_transient_failures_retry_then_succeed(s: Setup) -> None:
     mid = await s.compose()
     s.scripted.script.extend([

@@ -60,6 +60,7 @@ from tidings.outbound.consent import opted_out
 from tidings.outbound.statuses import StatusChange, apply_parked, apply_status_updates
 from tidings.plugins import Plugins
 from tidings.store import Store, tables
+from tidings.store.sqlite_connection import deferred_writes
 
 log = logging.getLogger("tidings.outbox")
 o, m, p = tables.outbox, tables.messages, tables.pending_statuses
@@ -148,7 +149,9 @@ _REQUEUED = (
             attempts=sa.bindparam("b_attempts"), claimed_by=None, claimed_at=None,
             last_error=sa.bindparam("b_error"))
 )  # fmt: skip
-_FINISHED = sa.delete(o).where(o.c.message_id.in_(_IDS))
+_FINISHED = sa.delete(o).where(o.c.message_id == sa.bindparam("b_id"))
+"""Run once per finished message (``executemany``): inside ``deferred_writes`` it waits,
+with the recording's other writes, for the commit's crossing to SQLite's driver thread."""
 _LOGGED = sa.insert(tables.events)
 _PARKED = (
     sa.select(p.c.account_id, p.c.provider_id)
@@ -523,7 +526,11 @@ class Outbox:
         requeue = [d for d in batch if d.kind == "requeue"]
         finished = [d.claim.message_id for d in batch if d.kind != "requeue"]
         changes: list[StatusChange] = []
-        async with self.store.write() as conn:
+        # Every write of the recording is a multi-row one that answers nothing: on SQLite
+        # they wait for the commit and cross to the driver thread with it, so a recording
+        # transaction crosses twice (its read, its commit), not once per statement. A write
+        # that fails raises from the commit, and ``_record_safely`` takes it from there.
+        async with self.store.write() as conn, deferred_writes(conn):
             rows = await self._rows(conn, finished)
             if sent:
                 changes += await self._record_sent(conn, sent, rows, now)
@@ -542,7 +549,7 @@ class Outbox:
                       "b_attempts": d.attempts, "b_error": str(d.error)} for d in requeue],
                 )  # fmt: skip
             if finished:
-                await conn.execute(_FINISHED, {"b_ids": finished})
+                await conn.execute(_FINISHED, [{"b_id": i} for i in finished])
             log_rows = [
                 {"conversation_id": rows[d.claim.message_id].conversation_id, "at": now,
                  "actor_id": None, "kind": kind,
