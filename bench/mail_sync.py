@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -207,6 +207,8 @@ class Run:
     worker_rss_mb: float = 0.0  # peak RSS (VmHWM) of the largest worker process it started
     total_rss_mb: float = 0.0  # peak of the side's RSS plus its workers', at one instant
     main_cpu: float = 0.0  # CPU seconds of the side's main thread (its event loop for tidings)
+    threads: dict[str, float] = field(default_factory=dict)  # CPU seconds per thread name
+    server_cpu: float = 0.0  # CPU seconds Dovecot's processes spent meanwhile
 
     @property
     def rate(self) -> float:
@@ -225,21 +227,67 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def stat_cpu(path: str) -> tuple[float, float]:
+    """(own CPU, CPU of reaped children) in seconds from a ``/proc/…/stat`` file; zeros
+    when it is gone."""
+    try:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0, 0.0
+    # After the command: state is field 3, utime/stime 14/15, cutime/cstime 16/17.
+    own = (int(fields[11]) + int(fields[12])) / _TICK
+    return own, (int(fields[13]) + int(fields[14])) / _TICK
+
+
+def thread_names() -> dict[int, str]:
+    return {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+
+
 class MemoryWatch:
-    """The peak of this process's RSS plus its children's, sampled every 50 ms.
+    """The peak of this process's RSS plus its children's, sampled every 50 ms, and the CPU
+    of each of this process's threads.
 
     ``ru_maxrss`` of children is no use for a spawned worker: Linux keeps the high-water
     mark across ``exec``, so the child inherits the parent's RSS at the fork that precedes
     it. ``/proc`` VmRSS of the running processes, summed at the same instant, is what the
     machine really held (the worker's own peak, VmHWM, is kept too).
+
+    Thread CPU is read from ``/proc/self/task`` at each sample and the last value seen is
+    kept, so a thread that ended during the run (the parse worker's I/O thread) still
+    counts, to within one sample.
     """
 
     def __init__(self) -> None:
         self.peak_total_mb = 0.0
         self.peak_child_mb = 0.0
+        self._names: dict[int, str] = {}
+        self._start = self._threads()
+        self._last: dict[int, float] = dict(self._start)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread = threading.Thread(target=self._run, daemon=True, name="bench-watch")
         self._thread.start()
+
+    def _threads(self) -> dict[int, float]:
+        cpu: dict[int, float] = {}
+        for task in Path("/proc/self/task").iterdir():
+            tid = int(task.name)
+            own, _ = stat_cpu(f"{task}/stat")
+            cpu[tid] = own
+            if tid not in self._names:
+                self._names.update(thread_names())
+        return cpu
+
+    def thread_cpu(self) -> dict[str, float]:
+        """CPU seconds per thread name since the watch started (same names summed)."""
+        self._last.update(self._threads())
+        out: dict[str, float] = {}
+        for tid, cpu in self._last.items():
+            name = self._names.get(tid, f"tid {tid}")
+            out[name] = out.get(name, 0.0) + cpu - self._start.get(tid, 0.0)
+        return {name: cpu for name, cpu in out.items() if cpu > 0}
 
     @staticmethod
     def _kib(pid: str, field: str) -> float:
@@ -260,6 +308,7 @@ class MemoryWatch:
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
+            self._last.update(self._threads())
             children = self._children()
             total = self._kib("self", "VmRSS") + sum(self._kib(c, "VmRSS") for c in children)
             self.peak_total_mb = max(self.peak_total_mb, total / 1024)
@@ -279,6 +328,8 @@ class Clock:
         self.wall = time.perf_counter()
         self.cpu = self._cpu()
         self.main_cpu = time.thread_time()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.children = children.ru_utime + children.ru_stime
         self.memory = MemoryWatch()
 
     @staticmethod
@@ -289,12 +340,16 @@ class Clock:
     def result(self, messages: int, extra: dict[str, Any]) -> dict[str, Any]:
         seconds, cpu = time.perf_counter() - self.wall, self._cpu() - self.cpu
         main_cpu = time.thread_time() - self.main_cpu
+        threads = self.memory.thread_cpu()
         self.memory.stop()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        threads["(reaped children)"] = children.ru_utime + children.ru_stime - self.children
         return {
             "messages": messages,
             "seconds": seconds,
             "cpu": cpu,
             "main_cpu": main_cpu,
+            "threads": threads,
             "rss_mb": peak_rss_mb(),
             "worker_rss_mb": self.memory.peak_child_mb,
             "total_rss_mb": max(self.memory.peak_total_mb, peak_rss_mb()),
@@ -375,15 +430,31 @@ def child_tidings(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def run_child(name: str, argv: list[str]) -> Run:
+def tree_cpu(root: int) -> float:
+    """CPU seconds of process ``root`` and its descendants, the reaped ones included (as
+    far as their parents reaped them: Dovecot's master reaps its imap processes)."""
+    total, pending = 0.0, [root]
+    while pending:
+        pid = pending.pop()
+        own, reaped = stat_cpu(f"/proc/{pid}/stat")
+        total += own + reaped
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                pending += [int(p) for p in (task / "children").read_text().split()]
+    return total
+
+
+def run_child(name: str, argv: list[str], server_pid: int | None = None) -> Run:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, *argv]
+    server = tree_cpu(server_pid) if server_pid else 0.0
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    server = tree_cpu(server_pid) - server if server_pid else 0.0
     if done.returncode != 0:
         raise SystemExit(f"{name} failed:\n{done.stderr[-4000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     return Run(name, result["messages"], result["seconds"], result["rss_mb"], result["extra"],
                result["cpu"], result["worker_rss_mb"], result["total_rss_mb"],
-               result["main_cpu"])  # fmt: skip
+               result["main_cpu"], result["threads"], server)  # fmt: skip
 
 
 # --- the driver --------------------------------------------------------------------------
@@ -431,6 +502,13 @@ def report(baseline: Run, ours: Run, backend: str, mailbox_mb: float) -> None:
         f" peak RSS {total:.0f} MB, the worker's included "
         f"({'under' if total < AIM_RSS_MB else 'OVER'} {AIM_RSS_MB:.0f} MB)")  # fmt: skip
     say(f"  tidings stored: {ours.extra}; baseline parts walked: {baseline.extra['parts']:,}")
+    for run in (baseline, ours):
+        if not run.messages:
+            continue
+        per = sorted(run.threads.items(), key=lambda item: -item[1])
+        split = ", ".join(f"{name} {1000 * cpu / run.messages:.2f}" for name, cpu in per)
+        say(f"  {run.name} CPU ms/msg by thread: {split}; Dovecot meanwhile "
+            f"{1000 * run.server_cpu / run.messages:.2f}")  # fmt: skip
 
 
 def main() -> None:
@@ -479,13 +557,17 @@ def main() -> None:
                 imap = ["--host", dovecot.host, "--port", str(dovecot.imap_port),
                         f"--user={user.address}", f"--password={user.password}"]  # fmt: skip
                 chunk = ["--chunk", str(args.chunk)]
+                # Dovecot's CPU while each side runs (its imap processes are the master's
+                # children): a side that makes the server work more pays for it there.
+                server_pid = int((dovecot.directory / "run" / "master.pid").read_text())
                 say(f"[{backend}] baseline (1st run)…")
-                first = run_child("baseline", imap + chunk)
+                first = run_child("baseline", imap + chunk, server_pid)
                 say(f"[{backend}] tidings sync…")
                 profile = ["--profile", str(Path(args.profile).resolve())] if args.profile else []
-                ours = run_child("tidings", ["--config", str(config), *profile])
+                ours = run_child("tidings", ["--config", str(config), *profile],
+                                 server_pid)  # fmt: skip
                 say(f"[{backend}] baseline (2nd run)…")
-                second = run_child("baseline", imap + chunk)
+                second = run_child("baseline", imap + chunk, server_pid)
                 baseline = min(first, second, key=lambda r: r.seconds)
                 report(baseline, ours, backend, mailbox_mb)
                 flags = dovecot.flags(user)
