@@ -8,6 +8,7 @@ gives.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -154,20 +155,30 @@ async def test_a_later_message_without_a_name_keeps_the_senders_name_from_the_ba
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_on_sqlite_a_batch_crosses_to_the_driver_thread_only_to_read(
+async def test_on_sqlite_a_batch_crosses_to_the_driver_thread_twice(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await world.mail("jan@kowalski.pl", "Faktura", "<b0@k.pl>")
     crossings: list[str] = []
-    statements: list[str] = []
+    ran: list[tuple[bool, str]] = []  # (on the loop's thread, SQL) of every statement
+    loop_thread = threading.get_ident()
     original = sqlite_connection.Connection._execute
+    run, run_many = sqlite_connection._run, sqlite_connection._run_many
 
     async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
         crossings.append(fn.__name__)
-        statements.extend(str(arg) for arg in args if isinstance(arg, str))
         return await original(self, fn, *args, **kwargs)
 
+    def watched(fn: Any) -> Any:
+        def statement(conn: Any, sql: str, parameters: Any) -> Any:
+            ran.append((threading.get_ident() == loop_thread, sql))
+            return fn(conn, sql, parameters)
+
+        return statement
+
     monkeypatch.setattr(sqlite_connection.Connection, "_execute", counted)
+    monkeypatch.setattr(sqlite_connection, "_run", watched(run))
+    monkeypatch.setattr(sqlite_connection, "_run_many", watched(run_many))
     logo = Attachment(filename="logo.png", content_type="image/png", data=b"png")
     batch = [
         mail(world, "jan@kowalski.pl", "Re: Faktura", "<b1@k.pl>", in_reply_to=["<b0@k.pl>"],
@@ -178,11 +189,20 @@ async def test_on_sqlite_a_batch_crosses_to_the_driver_thread_only_to_read(
     result = await world.svc.ingest("mail", batch)
     assert len(result.stored) == 3
     assert len(result.created) == 2
-    # Every multi-row INSERT and UPDATE went with a later statement, none on its own.
-    assert "_run_many" not in crossings
-    assert crossings.count("_after") >= 3
+    ingested = list(ran)
+    # The contact lookup's read and its end; then BEGIN IMMEDIATE with the batch's first
+    # read, and the commit with the writes after the last read. Holding the write lock,
+    # every other statement ran on the loop's thread, multi-row writes with the next read.
+    assert crossings == ["_after", "commit", "_after", "_after"]
+    crossed = [sql for here, sql in ingested if not here]
+    assert crossed[0].startswith("SELECT contact_addresses")
+    assert crossed[1].startswith("SELECT messages.provider_id")
+    assert all(sql.startswith(("INSERT", "UPDATE")) for sql in crossed[2:])
+    on_loop = [sql for here, sql in ingested if here]
+    assert len(on_loop) > 3 * len(crossed)
+    assert any(sql.startswith("INSERT INTO messages") for sql in on_loop)
     # The ids of the new conversations and messages come from one read.
-    assert sum("sqlite_sequence" in sql for sql in statements) == 1
+    assert sum("sqlite_sequence" in sql for _, sql in ingested) == 1
     jan = await conversation_of(world, "<b0@k.pl>")
     assert await conversation_of(world, "<b1@k.pl>") == jan
     async with world.store.read() as conn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -156,13 +157,68 @@ async def test_deferred_writes_cross_with_the_next_statement(
     assert await names(store) == ["a", "y", "z", "d", "e"]
 
 
+async def test_holding_the_write_lock_statements_run_on_the_loops_thread(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips: list[str] = []
+    await count_trips(store, monkeypatch, trips)
+    ran_on: list[int] = []
+    original = sqlite_connection._run
+
+    def run(conn: sqlite3.Connection, sql: str, parameters: Any) -> Any:
+        ran_on.append(threading.get_ident())
+        return original(conn, sql, parameters)
+
+    monkeypatch.setattr(sqlite_connection, "_run", run)
+    async with store.write() as conn, deferred_writes(conn):
+        await conn.execute(sa.insert(ITEMS).values(name="a"))  # crosses with BEGIN IMMEDIATE
+        await conn.execute(sa.insert(ITEMS), [{"name": "b"}, {"name": "c"}])  # waits
+        rows = (await conn.execute(sa.select(ITEMS.c.name).order_by(ITEMS.c.id))).scalars()
+        assert list(rows) == ["a", "b", "c"]  # the waiting write ran first, on this thread
+        updated = await conn.execute(
+            sa.update(ITEMS).where(ITEMS.c.id > 1).values(name="x" + ITEMS.c.name)
+        )
+        assert updated.rowcount == 2  # answered at once, not deferred
+    assert trips == ["1+run", "commit"]  # "run": the test's stand-in for _run
+    here = threading.get_ident()
+    assert ran_on[0] != here
+    assert ran_on[1:] == [here, here]
+    assert await names(store) == ["a", "xb", "xc"]
+    # A read transaction holds no write lock: its statements keep crossing.
+    trips.clear()
+    async with store.read() as conn, deferred_writes(conn):
+        await conn.execute(sa.select(ITEMS.c.id))
+        await conn.execute(sa.select(ITEMS.c.id))
+    assert trips == ["1+run", "run", "commit"]
+
+
+async def test_a_failing_statement_holding_the_lock_raises_and_nothing_commits(
+    store: Store,
+) -> None:
+    async with store.write() as conn, deferred_writes(conn):
+        await conn.execute(sa.insert(ITEMS).values(name="first"))
+        with pytest.raises(sa.exc.IntegrityError):  # on this thread, from its own execute
+            await conn.execute(sa.insert(ITEMS).values(name="first"))
+        await conn.rollback()
+    with pytest.raises(sa.exc.IntegrityError) as raised:
+        async with store.write() as conn, deferred_writes(conn):
+            await conn.execute(sa.insert(ITEMS).values(name="first"))
+            await conn.execute(sa.insert(ITEMS), [{"name": "same"}, {"name": "same"}])
+            await conn.execute(sa.select(ITEMS.c.id))  # the waiting write fails here
+    assert "raised by a deferred statement" in "".join(getattr(raised.value.orig, "__notes__", []))
+    assert await names(store) == []
+    async with store.write() as conn, deferred_writes(conn):  # the connection is usable again
+        await conn.execute(sa.insert(ITEMS).values(name="ok"))
+    assert await names(store) == ["ok"]
+
+
 async def test_a_deferred_write_that_fails_fails_the_next_statement_and_nothing_commits(
     store: Store,
 ) -> None:
     twice = [{"name": "same"}, {"name": "same"}]
     with pytest.raises(sa.exc.IntegrityError) as raised:
         async with store.write() as conn, deferred_writes(conn):
-            await conn.execute(sa.insert(ITEMS).values(name="first"))
+            await conn.execute(sa.insert(ITEMS), [{"name": "first"}, {"name": "second"}])
             await conn.execute(sa.insert(ITEMS), twice)  # no error here yet
             await conn.execute(sa.select(ITEMS.c.id))
     assert "raised by a deferred statement: INSERT INTO items" in "".join(
@@ -170,7 +226,7 @@ async def test_a_deferred_write_that_fails_fails_the_next_statement_and_nothing_
     )
     with pytest.raises(sa.exc.IntegrityError):  # the commit is the next crossing
         async with store.write() as conn, deferred_writes(conn):
-            await conn.execute(sa.insert(ITEMS).values(name="first"))
+            await conn.execute(sa.insert(ITEMS), [{"name": "first"}, {"name": "second"}])
             await conn.execute(sa.insert(ITEMS), twice)
     assert await names(store) == []
 
