@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 from collections import deque
 from collections.abc import Callable
 from datetime import timedelta
@@ -38,7 +39,7 @@ from tidings.models import Priority, TemplateRef, ThreadHeaders
 from tidings.outbound import outbox as outbox_module
 from tidings.outbound.outbox import YOUNG_GC_THRESHOLD, Outbox, RetryPolicy, _outbound
 from tidings.plugins import load_plugins
-from tidings.store import tables
+from tidings.store import sqlite_connection, tables
 
 pytestmark = pytest.mark.anyio
 
@@ -327,6 +328,45 @@ async def test_a_recording_that_fails_costs_only_the_attempt_that_broke_it(
         ).scalars().all()  # fmt: skip
     assert [tuple(row) for row in claims] == [(second, "sending")]
     assert [entry["message"] for entry in logged] == [first]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_on_sqlite_a_batch_crosses_to_the_driver_thread_twice_to_claim_and_twice_to_record(
+    s: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claiming takes the write lock with its first statement; holding it, the loads run on
+    the event loop's thread and only the commit crosses again. A recording crosses with
+    its read and with its commit (its writes ride along)."""
+    mids = [await s.compose(to=f"+4860010020{i}") for i in range(3)]
+    crossings: list[str] = []
+    ran: list[tuple[bool, str]] = []  # (on the loop's thread, SQL) of every statement
+    loop_thread = threading.get_ident()
+    original = sqlite_connection.Connection._execute
+    run, run_many = sqlite_connection._run, sqlite_connection._run_many
+
+    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        crossings.append(fn.__name__)
+        return await original(self, fn, *args, **kwargs)
+
+    def watched(fn: Any) -> Any:
+        def statement(conn: Any, sql: str, parameters: Any) -> Any:
+            ran.append((threading.get_ident() == loop_thread, sql))
+            return fn(conn, sql, parameters)
+
+        return statement
+
+    monkeypatch.setattr(sqlite_connection.Connection, "_execute", counted)
+    monkeypatch.setattr(sqlite_connection, "_run", watched(run))
+    monkeypatch.setattr(sqlite_connection, "_run_many", watched(run_many))
+    commits = spy_on_commits(s.outbox)
+    assert (await s.outbox.run_once(concurrency=3)).sent == 3
+    assert sorted(mid for batch in commits for mid in batch) == sorted(mids)
+    assert crossings == ["_after", "commit"] + ["_after", "_after"] * len(commits)
+    here = [sql for on_loop, sql in ran if on_loop]
+    assert [sql.split()[1].rstrip(",") for sql in here] == [
+        "messages.id", "consents.address_key",
+    ]  # fmt: skip
+    assert await stored(s, *mids) == [("queued", f"SM{mid}") for mid in mids]
 
 
 async def test_transient_failures_retry_then_succeed(s: Setup) -> None:

@@ -301,8 +301,13 @@ class Outbox:
 
     async def _claim_and_load(self, limit: int) -> tuple[int, list[_Job]]:
         """How many messages were claimed, and those still there loaded, in one transaction
-        committed before any provider call: one connection and one commit per batch."""
-        async with self.store.write() as conn:
+        committed before any provider call: one connection and one commit per batch.
+
+        On SQLite, inside ``deferred_writes`` the claim takes the write lock and crosses to
+        the driver thread with its ``BEGIN IMMEDIATE``; holding the lock, the loads and the
+        opt-out check then run on the event loop's thread, and only the commit crosses
+        again: two crossings per batch instead of four."""
+        async with self.store.write() as conn, deferred_writes(conn):
             claims = await self._claim(conn, limit)
             return len(claims), await self._load(conn, claims) if claims else []
 
