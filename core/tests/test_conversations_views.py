@@ -388,6 +388,28 @@ async def test_conversation_words_are_filled_from_the_search_index(world: World)
         assert found.scalars().all() == [a]
 
 
+async def test_search_walk_reads_fts5_content_tables(world: World) -> None:
+    """The walk reads SQLite's documents from FTS5's content tables (``search._walked``):
+    they hold each row's id and its tokens, as FTS5's documentation lays them out."""
+    if world.store.dialect != "sqlite":
+        return  # PostgreSQL's walk reads its own search tables
+    cid = await one(world, "+48600000001", text="Zamówienie 4711", name="Żaneta Wiśniewska")
+    async with world.store.read() as conn:
+        (mid,) = (
+            await conn.execute(
+                sa.select(tables.messages.c.id).where(tables.messages.c.conversation_id == cid)
+            )
+        ).scalars()
+        message = await conn.execute(
+            sa.text("SELECT c0 FROM message_search_content WHERE id = :id"), {"id": mid}
+        )
+        name = await conn.execute(
+            sa.text("SELECT c0 FROM conversation_search_content WHERE id = :id"), {"id": cid}
+        )
+        assert message.scalar_one() == search.document("Zamówienie 4711")
+        assert name.scalar_one() == search.document("Żaneta Wiśniewska")
+
+
 async def test_search_finds_names_learned_later_and_names_indexed_before_0019(
     world: World, search_plan: str
 ) -> None:
