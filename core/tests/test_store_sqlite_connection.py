@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tidings.store import Store, sqlite_connection
+from tidings.store import Store, engine, sqlite_connection
 from tidings.store.sqlite_connection import deferred_writes
 
 pytestmark = pytest.mark.anyio
@@ -53,6 +53,20 @@ async def store(tmp_path: Path) -> Any:
         await conn.run_sync(_meta.create_all)
     yield s
     await s.close()
+
+
+async def test_connections_are_set_up_for_concurrent_use(store: Store) -> None:
+    """WAL (readers beside one writer), NORMAL syncs, foreign keys, a busy wait, and pages
+    read through a memory map."""
+    async with store.read() as conn:
+        got = {
+            p: (await conn.exec_driver_sql(f"PRAGMA {p}")).scalar_one()
+            for p in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout", "mmap_size")
+        }
+    assert got == {
+        "journal_mode": "wal", "synchronous": 1, "foreign_keys": 1, "busy_timeout": 30000,
+        "mmap_size": engine.MMAP_BYTES,
+    }  # fmt: skip
 
 
 async def test_the_engine_opens_our_connection(store: Store) -> None:

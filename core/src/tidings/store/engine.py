@@ -47,6 +47,10 @@ def _sqlite_connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any
     return dialect.dbapi.connect(*cargs, async_creator_fn=sqlite_connection.connect, **cparams)
 
 
+MMAP_BYTES = 1 << 30
+"""How much of a SQLite database file each connection reads through a memory map."""
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Autocommit at the driver level: SQLAlchemy's "begin" event below issues BEGIN itself,
     # so write transactions can take the lock up front (BEGIN IMMEDIATE) instead of failing
@@ -57,6 +61,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # Pages read through a memory map rather than a read() into each connection's own small
+    # cache: a view reading thousands of pages cost ~15 % less at a million messages.
+    cursor.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
     cursor.close()
 
 
