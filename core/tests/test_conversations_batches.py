@@ -8,17 +8,16 @@ gives.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from conversation_world import World, world  # noqa: F401
+from driver_watch import watch_driver
 
 from tidings import Address, Attachment, InboundMessage, ThreadHeaders
 from tidings.conversations import Filters, View
-from tidings.store import sqlite_connection, tables
+from tidings.store import tables
 
 pytestmark = pytest.mark.anyio
 
@@ -159,26 +158,7 @@ async def test_on_sqlite_a_batch_crosses_to_the_driver_thread_twice(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await world.mail("jan@kowalski.pl", "Faktura", "<b0@k.pl>")
-    crossings: list[str] = []
-    ran: list[tuple[bool, str]] = []  # (on the loop's thread, SQL) of every statement
-    loop_thread = threading.get_ident()
-    original = sqlite_connection.Connection._execute
-    run, run_many = sqlite_connection._run, sqlite_connection._run_many
-
-    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        crossings.append(fn.__name__)
-        return await original(self, fn, *args, **kwargs)
-
-    def watched(fn: Any) -> Any:
-        def statement(conn: Any, sql: str, parameters: Any) -> Any:
-            ran.append((threading.get_ident() == loop_thread, sql))
-            return fn(conn, sql, parameters)
-
-        return statement
-
-    monkeypatch.setattr(sqlite_connection.Connection, "_execute", counted)
-    monkeypatch.setattr(sqlite_connection, "_run", watched(run))
-    monkeypatch.setattr(sqlite_connection, "_run_many", watched(run_many))
+    crossings, ran = watch_driver(monkeypatch)
     logo = Attachment(filename="logo.png", content_type="image/png", data=b"png")
     batch = [
         mail(world, "jan@kowalski.pl", "Re: Faktura", "<b1@k.pl>", in_reply_to=["<b0@k.pl>"],

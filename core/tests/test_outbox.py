@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import threading
 from collections import deque
 from collections.abc import Callable
 from datetime import timedelta
@@ -14,6 +13,7 @@ import anyio
 import pytest
 import sqlalchemy as sa
 from conversation_world import ACCOUNTS, START, Both, World, account, world  # noqa: F401
+from driver_watch import watch_driver
 
 from tidings import (
     Account,
@@ -39,7 +39,7 @@ from tidings.models import Priority, TemplateRef, ThreadHeaders
 from tidings.outbound import outbox as outbox_module
 from tidings.outbound.outbox import YOUNG_GC_THRESHOLD, Outbox, RetryPolicy, _outbound
 from tidings.plugins import load_plugins
-from tidings.store import sqlite_connection, tables
+from tidings.store import tables
 
 pytestmark = pytest.mark.anyio
 
@@ -338,26 +338,7 @@ async def test_on_sqlite_a_batch_crosses_to_the_driver_thread_twice_to_claim_and
     the event loop's thread and only the commit crosses again. A recording crosses with
     its read and with its commit (its writes ride along)."""
     mids = [await s.compose(to=f"+4860010020{i}") for i in range(3)]
-    crossings: list[str] = []
-    ran: list[tuple[bool, str]] = []  # (on the loop's thread, SQL) of every statement
-    loop_thread = threading.get_ident()
-    original = sqlite_connection.Connection._execute
-    run, run_many = sqlite_connection._run, sqlite_connection._run_many
-
-    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        crossings.append(fn.__name__)
-        return await original(self, fn, *args, **kwargs)
-
-    def watched(fn: Any) -> Any:
-        def statement(conn: Any, sql: str, parameters: Any) -> Any:
-            ran.append((threading.get_ident() == loop_thread, sql))
-            return fn(conn, sql, parameters)
-
-        return statement
-
-    monkeypatch.setattr(sqlite_connection.Connection, "_execute", counted)
-    monkeypatch.setattr(sqlite_connection, "_run", watched(run))
-    monkeypatch.setattr(sqlite_connection, "_run_many", watched(run_many))
+    crossings, ran = watch_driver(monkeypatch)
     commits = spy_on_commits(s.outbox)
     assert (await s.outbox.run_once(concurrency=3)).sent == 3
     assert sorted(mid for batch in commits for mid in batch) == sorted(mids)
