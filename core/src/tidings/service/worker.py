@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 import anyio
@@ -69,17 +71,25 @@ async def poll_forever(runtime: Runtime, account: Account[Any], stop: anyio.Even
                 backoff = min(backoff * 2, RETRY_MAX)
 
 
-async def sweep_sla(runtime: Runtime, stop: anyio.Event, every: float = SLA_SWEEP_EVERY) -> None:
-    """Raise SLA signals as their times pass (each once: the sweep is idempotent)."""
+async def _every(
+    every: float, stop: anyio.Event, work: Callable[[], Awaitable[object]], what: str
+) -> None:
+    """Run ``work`` until ``stop`` is set, resting ``every`` seconds after each run; a
+    failure is logged and the next run tries again."""
     while not stop.is_set():
         try:
-            await runtime.routing.check_sla()
+            await work()
         except anyio.get_cancelled_exc_class():
             raise
         except Exception:
-            log.exception("the SLA sweep failed; trying again in %.0f s", every)
+            log.exception("%s failed; trying again in %.0f s", what, every)
         with anyio.move_on_after(every):
             await stop.wait()
+
+
+async def sweep_sla(runtime: Runtime, stop: anyio.Event, every: float = SLA_SWEEP_EVERY) -> None:
+    """Raise SLA signals as their times pass (each once: the sweep is idempotent)."""
+    await _every(every, stop, runtime.routing.check_sla, "the SLA sweep")
 
 
 async def compact_until_done(store: Store) -> int:
@@ -99,15 +109,7 @@ async def compact_search(
     store: Store, stop: anyio.Event, every: float = SEARCH_COMPACT_EVERY
 ) -> None:
     """Keep SQLite's full-text indexes in few segments (``search.compact_step``)."""
-    while not stop.is_set():
-        try:
-            await compact_until_done(store)
-        except anyio.get_cancelled_exc_class():
-            raise
-        except Exception:
-            log.exception("compacting the search index failed; trying again in %.0f s", every)
-        with anyio.move_on_after(every):
-            await stop.wait()
+    await _every(every, stop, partial(compact_until_done, store), "compacting the search index")
 
 
 async def run_worker(

@@ -272,15 +272,17 @@ async def compact_step(conn: AsyncConnection) -> bool:
         return False
     changes = sa.text("SELECT total_changes()")
     merged = False
+    before = (await conn.execute(changes)).scalar_one()
     for table in FULL_TEXT_TABLES:
-        before = (await conn.execute(changes)).scalar_one()
         # Only our constant table names are formatted in.
         await conn.execute(
             sa.text(f"INSERT INTO {table} ({table}, rank) VALUES ('merge', :pages)"),  # noqa: S608
             {"pages": MERGE_PAGES},
         )
         # FTS5 documents that a merge which changed fewer than two rows found nothing to do.
-        merged |= (await conn.execute(changes)).scalar_one() - before >= 2
+        after = (await conn.execute(changes)).scalar_one()
+        merged |= after - before >= 2
+        before = after
     return merged
 
 
