@@ -59,6 +59,29 @@ async def test_write_rolls_back_on_error(store: Store) -> None:
     assert await store.get_state("acct", "k2") is None
 
 
+async def test_postgresql_reads_hold_no_transaction(postgres_url: str) -> None:
+    """A read on PostgreSQL runs without BEGIN and COMMIT (each statement has its own
+    snapshot at READ COMMITTED either way), and the connection it used still writes
+    atomically afterwards."""
+    store = Store.open(postgres_url, pool_size=1, max_overflow=0)  # one connection, reused
+    try:
+        await store.upgrade()
+        await store.set_state("acct", "k", {"uid": 1})
+        async with store.read() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            assert (await conn.execute(sa.text("SELECT 1"))).scalar_one() == 1
+            assert raw.info.transaction_status.name == "IDLE"  # not INTRANS: nothing open
+        with pytest.raises(RuntimeError):
+            async with store.write() as conn:
+                await store.set_state("acct", "k", {"uid": 2}, conn=conn)
+                assert (await conn.get_raw_connection()).driver_connection is raw
+                assert raw.info.transaction_status.name == "INTRANS"
+                raise RuntimeError
+        assert await store.get_state("acct", "k") == {"uid": 1}
+    finally:
+        await store.close()
+
+
 async def test_channel_state_upserts(store: Store) -> None:
     assert await store.get_state("mbox", "INBOX") is None
     await store.set_state("mbox", "INBOX", {"uidvalidity": 7, "last_uid": 10})

@@ -1,7 +1,7 @@
 """The store: one SQLAlchemy async engine over SQLite (embedded) or PostgreSQL.
 
-Services use ``Store.write()`` for a transaction that changes data and ``Store.read()`` for
-a consistent read; both commit or roll back as a unit.
+Services use ``Store.write()`` for a transaction that changes data (committed or rolled back
+as a unit) and ``Store.read()`` to read.
 """
 
 from __future__ import annotations
@@ -66,8 +66,21 @@ class Store:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn, conn.begin():
-            yield conn
+        """A connection for reading.
+
+        On SQLite a transaction: one snapshot for every statement. On PostgreSQL without
+        one (autocommit): at its READ COMMITTED each statement takes its own snapshot even
+        inside a transaction, so BEGIN and COMMIT bought nothing but two round trips of a
+        view's five to eight, and an open transaction for the length of the read. The
+        connection goes back to the pool transactional again, for ``write()``.
+        """
+        async with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                yield conn
+                return
+            async with conn.begin():
+                yield conn
 
     async def upgrade(self) -> str:
         """Bring the schema to the newest migration; returns the revision now current."""
