@@ -123,6 +123,54 @@ async def test_tags_notes_events_and_comments(world: World) -> None:
     assert all(e.at == START for e in events)
 
 
+async def test_a_page_reads_its_tags_read_marks_and_attachments_with_it(world: World) -> None:
+    """A page's tags (sorted), the agent's read marks and the attachments (in the order
+    stored) come with its rows: one statement per view, nothing further per page."""
+    cid = await one(world, "+48600000001")
+    files = (Attachment(filename="b.pdf", data=b"%PDF"), Attachment(filename="a.png", data=b"P"))
+    msg = InboundMessage(
+        provider_id="att-2", sender=Address.phone("+48600000001"), text="skany", attachments=files
+    )
+    await world.svc.ingest("sms-pl", [msg])
+    await one(world, "+48600000002")  # untagged, nothing attached
+    await world.svc.tag(world.alice, cid, add=["pilne", "faktura"])
+    first, second = (await world.svc.get(world.alice, cid)).messages
+    await world.svc.tag_message(world.alice, second.id, add=["zwrot", "skan"])
+    await world.svc.mark_read(world.alice, [second.id])
+
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    sa.event.listen(world.store.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        page = await world.svc.view(world.alice, View.ACTIVE)
+        assert len(statements) == 1
+        flat = await world.svc.messages(world.alice, View.ACTIVE)
+        assert len(statements) == 2
+    finally:
+        sa.event.remove(world.store.engine.sync_engine, "before_cursor_execute", count)
+    assert sorted((r.id == cid, r.tags) for r in page) == [
+        (False, ()),
+        (True, ("faktura", "pilne")),
+    ]
+    by_id = {v.id: v for v in flat}
+    assert by_id[second.id].tags == ("skan", "zwrot")
+    assert (by_id[first.id].read, by_id[second.id].read) == (False, True)
+    attached = by_id[second.id].attachments
+    assert [(a.filename, a.size, a.inline) for a in attached] == [("b.pdf", 4, False),
+                                                                   ("a.png", 1, False)]  # fmt: skip
+    assert attached[0].id < attached[1].id
+    assert attached[0].sha256
+    assert by_id[first.id].attachments == ()
+    assert by_id[first.id].tags == ()
+    bob = await world.svc.get(world.bob, cid)  # the detail reads them the same way
+    assert bob.summary.tags == ("faktura", "pilne")
+    assert [(m.read, m.tags) for m in bob.messages] == [(False, ()), (False, ("skan", "zwrot"))]
+    assert bob.messages[1].attachments == attached
+
+
 async def test_message_tags_and_read_marks_per_agent(world: World) -> None:
     cid = await one(world, "+48600000001")
     await world.sms("+48600000001", "second")

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -175,11 +176,12 @@ class Conversations:
             return await load_actor(conn, agent_id)
 
     async def _visible_row(
-        self, conn: AsyncConnection, actor: Actor, conversation_id: int
+        self, conn: AsyncConnection, actor: Actor, conversation_id: int, *extra: Any
     ) -> sa.Row[Any]:
+        """The conversation's row, with ``extra`` columns, if ``actor`` may see it."""
         row = (
             await conn.execute(
-                sa.select(c).where(c.c.id == conversation_id, queries.visible(actor))
+                sa.select(c, *extra).where(c.c.id == conversation_id, queries.visible(actor))
             )
         ).one_or_none()
         if row is None:
@@ -771,15 +773,7 @@ class Conversations:
     ) -> list[ConversationSummary]:
         if not rows:
             return []
-        ids = [r.id for r in rows]
-        t, p = tables.conversation_tags, tables.projects
-        tag_rows = await conn.execute(
-            sa.select(t.c.conversation_id, t.c.tag).where(t.c.conversation_id.in_(ids))
-            .order_by(t.c.tag)
-        )  # fmt: skip
-        tags: dict[int, list[str]] = {}
-        for cid, tag in tag_rows:
-            tags.setdefault(cid, []).append(tag)
+        p = tables.projects
         keys = self._project_keys
         if missing := {r.project_id for r in rows} - keys.keys():
             keys.update(
@@ -792,7 +786,7 @@ class Conversations:
                 channel=r.channel, kind=r.kind, customer=r.customer_key,
                 customer_name=r.customer_name, system=r.system_key, subject=r.subject,
                 state=State(r.state), assignee_id=r.assignee_id, starred=r.starred,
-                tags=tuple(tags.get(r.id, ())), metrics=self._metrics(r, now),
+                tags=tuple(sorted(r.tag_list or ())), metrics=self._metrics(r, now),
             )
             for r in rows
         ]  # fmt: skip
@@ -814,15 +808,19 @@ class Conversations:
                 queries.view_condition(actor, view),
                 *queries.filter_conditions(filters, self.store.dialect, searching),
             ]
-            query = (
+            rows = (
                 sa.select(c)
                 .where(*conds)
                 .order_by(c.c.starred.desc(), c.c.last_message_at.desc(), c.c.id.desc())
                 .limit(page.limit)
                 .offset(page.offset)
+                .subquery("page")
             )
-            rows = (await conn.execute(query)).all()
-            return await self._summaries(conn, rows)
+            # The page's tags are read with it, for its rows only (see queries' extras).
+            query = sa.select(
+                rows, *queries.conversation_extras(self.store.dialect, rows)
+            ).order_by(rows.c.starred.desc(), rows.c.last_message_at.desc(), rows.c.id.desc())
+            return await self._summaries(conn, (await conn.execute(query)).all())
 
     async def messages(
         self,
@@ -860,44 +858,23 @@ class Conversations:
                 .limit(page.limit)
                 .offset(page.offset)
             )
-            query = sa.select(m).where(m.c.id.in_(page_ids.scalar_subquery())).order_by(*newest)
+            # Its tags, read marks and attachments with it (see queries' extras).
+            query = (
+                sa.select(m, *queries.message_extras(self.store.dialect, actor))
+                .where(m.c.id.in_(page_ids.scalar_subquery()))
+                .order_by(*newest)
+            )
             rows = (await conn.execute(query)).all()
-            return await self._message_views(conn, actor, rows)
+            return self._message_views(rows)
 
     @staticmethod
     async def _search_plan(conn: AsyncConnection, text: str | None) -> search.Plan | None:
         """The search's plan, chosen in the transaction that runs it (None: no search)."""
         return None if text is None else await search.plan(conn, text)
 
-    async def _message_views(
-        self, conn: AsyncConnection, actor: Actor, rows: Sequence[sa.Row[Any]]
-    ) -> list[MessageView]:
-        if not rows:
-            return []
-        ids = [r.id for r in rows]
-        mt, rd, at = tables.message_tags, tables.message_reads, tables.attachments
-        tags: dict[int, list[str]] = {}
-        for mid, tag in await conn.execute(
-            sa.select(mt.c.message_id, mt.c.tag).where(mt.c.message_id.in_(ids)).order_by(mt.c.tag)
-        ):
-            tags.setdefault(mid, []).append(tag)
-        read = set(
-            (
-                await conn.execute(
-                    sa.select(rd.c.message_id).where(
-                        rd.c.message_id.in_(ids), rd.c.agent_id == actor.id
-                    )
-                )
-            ).scalars()
-        )
-        files: dict[int, list[AttachmentInfo]] = {}
-        for a in await conn.execute(
-            sa.select(at).where(at.c.message_id.in_(ids)).order_by(at.c.id)
-        ):
-            files.setdefault(a.message_id, []).append(
-                AttachmentInfo(id=a.id, filename=a.filename, content_type=a.content_type,
-                               size=a.size, sha256=a.sha256, inline=a.inline)
-            )  # fmt: skip
+    @staticmethod
+    def _message_views(rows: Sequence[sa.Row[Any]]) -> list[MessageView]:
+        """Views of ``messages`` rows selected with :func:`queries.message_extras`."""
         return [
             MessageView(
                 id=r.id, conversation_id=r.conversation_id, direction=r.direction,
@@ -905,9 +882,13 @@ class Conversations:
                 recipients=r.recipients, subject=r.subject, text=r.text, html=r.html,
                 sent_at=r.sent_at, author_id=r.author_id, status=r.status,
                 status_raw=r.status_raw, error_code=r.error_code,
-                error_message=r.error_message, meta=r.meta, tags=tuple(tags.get(r.id, ())),
-                read=r.id in read or r.direction != "in",
-                attachments=tuple(files.get(r.id, ())),
+                error_message=r.error_message, meta=r.meta,
+                tags=tuple(sorted(r.tag_list or ())),
+                read=bool(r.read_by_actor) or r.direction != "in",
+                attachments=tuple(
+                    AttachmentInfo.model_validate(a)
+                    for a in sorted(r.attachment_list or (), key=itemgetter("id"))
+                ),
             )
             for r in rows
         ]  # fmt: skip
@@ -915,14 +896,18 @@ class Conversations:
     async def get(self, actor: Actor, conversation_id: int) -> ConversationDetail:
         cc = tables.conversation_contacts
         async with self.store.read() as conn:
-            row = await self._visible_row(conn, actor, conversation_id)
+            dialect = self.store.dialect
+            extra = queries.conversation_extras(dialect, c)
+            row = await self._visible_row(conn, actor, conversation_id, *extra)
             (summary,) = await self._summaries(conn, [row])
             msgs = (
                 await conn.execute(
-                    sa.select(m).where(m.c.conversation_id == row.id).order_by(m.c.sent_at, m.c.id)
+                    sa.select(m, *queries.message_extras(dialect, actor))
+                    .where(m.c.conversation_id == row.id)
+                    .order_by(m.c.sent_at, m.c.id)
                 )
             ).all()
-            views = await self._message_views(conn, actor, msgs)
+            views = self._message_views(msgs)
             contacts = (
                 await conn.execute(
                     sa.select(cc).where(cc.c.conversation_id == row.id)
