@@ -574,6 +574,43 @@ async def test_postgresql_knows_open_conversations_are_mostly_unassigned(world: 
         assert 160 <= plan[0]["Plan"]["Plan Rows"] <= 240
 
 
+async def test_postgresql_chooses_a_flat_page_from_the_index_alone(world: World) -> None:
+    """The flat view's page (50 ids among the messages of the conversations in view) is
+    chosen by an index-only scan of messages by conversation (migration 0021): the id is in
+    the index, so no candidate's row is read for it."""
+    if world.store.dialect != "postgresql":
+        return  # SQLite's index holds the rowid, which is the id.
+    for i in range(3):
+        await one(world, f"+4860000000{i}")
+        await world.sms(f"+4860000000{i}", "druga")
+    captured: list[tuple[str, object]] = []
+
+    def capture(*args: object) -> None:
+        captured.append((str(args[2]), args[3]))
+
+    sa.event.listen(world.store.engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        assert len(await world.svc.messages(world.boss, View.ALL)) == 6
+    finally:
+        sa.event.remove(world.store.engine.sync_engine, "before_cursor_execute", capture)
+    ((statement, params),) = captured
+    async with world.store.engine.connect() as conn:
+        await conn.execute(sa.text("SET enable_seqscan = off"))  # a few rows: make it choose
+        await conn.execute(sa.text("SET enable_bitmapscan = off"))
+        cursor = (await conn.get_raw_connection()).driver_connection.cursor()
+        await cursor.execute(f"EXPLAIN {statement}", params)
+        plan = "\n".join(row[0] for row in await cursor.fetchall())
+        await conn.rollback()
+    assert "Index Only Scan using ix_messages_conversation" in plan
+
+    await migrate_again(world, "0021")
+    async with world.store.read() as conn:
+        definition = await conn.execute(
+            sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_messages_conversation'")
+        )
+        assert definition.scalar_one().endswith("(conversation_id, sent_at) INCLUDE (id)")
+
+
 async def test_postgresql_vocabulary_never_waits_on_another_transactions_words(
     world: World,
 ) -> None:

@@ -181,7 +181,8 @@ messages = sa.Table(
     sa.Column("raw", sa.JSON, nullable=True),
     sa.CheckConstraint("direction in ('in', 'out', 'note')", name="direction"),
     sa.UniqueConstraint("account_id", "direction", "provider_id", name="uq_messages_provider"),
-    sa.Index("ix_messages_conversation", "conversation_id", "sent_at"),
+    # With the id on PostgreSQL, a flat view's page comes from the index alone (0021).
+    sa.Index("ix_messages_conversation", "conversation_id", "sent_at", postgresql_include=["id"]),
     sa.Index("ix_messages_flat", "sent_at"),
     sqlite_autoincrement=True,
 )
