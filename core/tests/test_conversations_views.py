@@ -123,9 +123,10 @@ async def test_tags_notes_events_and_comments(world: World) -> None:
     assert all(e.at == START for e in events)
 
 
-async def test_a_page_reads_its_tags_read_marks_and_attachments_with_it(world: World) -> None:
+async def test_a_flat_page_reads_its_tags_read_marks_and_attachments_with_it(world: World) -> None:
     """A page's tags (sorted), the agent's read marks and the attachments (in the order
-    stored) come with its rows: one statement per view, nothing further per page."""
+    stored): a flat page reads them with its rows, one statement; a conversation page its
+    tags by a second."""
     cid = await one(world, "+48600000001")
     files = (Attachment(filename="b.pdf", data=b"%PDF"), Attachment(filename="a.png", data=b"P"))
     msg = InboundMessage(
@@ -146,9 +147,9 @@ async def test_a_page_reads_its_tags_read_marks_and_attachments_with_it(world: W
     sa.event.listen(world.store.engine.sync_engine, "before_cursor_execute", count)
     try:
         page = await world.svc.view(world.alice, View.ACTIVE)
-        assert len(statements) == 1
-        flat = await world.svc.messages(world.alice, View.ACTIVE)
         assert len(statements) == 2
+        flat = await world.svc.messages(world.alice, View.ACTIVE)
+        assert len(statements) == 3
     finally:
         sa.event.remove(world.store.engine.sync_engine, "before_cursor_execute", count)
     assert sorted((r.id == cid, r.tags) for r in page) == [

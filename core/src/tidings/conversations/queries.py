@@ -242,12 +242,7 @@ def filter_conditions(
     return conds
 
 
-# --- what a page shows beside its rows ------------------------------------------------------
-#
-# A page's tags, read marks and attachments are columns of the statement that reads its rows,
-# each a correlated subquery evaluated for the page's rows only: as statements of their own
-# they cost a round trip each (on PostgreSQL a wake-up of server and client, ~0.3 ms of the
-# client's CPU) — one of a conversation view's three, three of a flat view's four.
+# --- what a flat page shows beside its rows -------------------------------------------------
 
 
 def _json_list(dialect: str, value: sa.ColumnElement[Any], *where: Any) -> sa.ScalarSelect[Any]:
@@ -257,15 +252,18 @@ def _json_list(dialect: str, value: sa.ColumnElement[Any], *where: Any) -> sa.Sc
     return sa.select(agg(value, type_=sa.JSON)).where(*where).scalar_subquery()
 
 
-def conversation_extras(dialect: str, row: sa.FromClause) -> list[sa.Label[Any]]:
-    """Columns for each conversation row of ``row``: ``tag_list``, its tags (JSON)."""
-    t = tables.conversation_tags
-    return [_json_list(dialect, t.c.tag, t.c.conversation_id == row.c.id).label("tag_list")]
-
-
-def message_extras(dialect: str, actor: Actor) -> list[sa.Label[Any]]:
+@functools.lru_cache(maxsize=1024)
+def message_extras(dialect: str, actor: Actor) -> tuple[sa.Label[Any], ...]:
     """Columns for each ``messages`` row: ``tag_list`` (its tags), ``read_by_actor`` (the
-    agent's read mark) and ``attachment_list`` (its attachments, JSON objects)."""
+    agent's read mark) and ``attachment_list`` (its attachments, JSON objects).
+
+    Correlated subqueries evaluated for the page's rows only: as statements of their own
+    they were three of a flat view's four, each a round trip (on PostgreSQL a wake-up of
+    server and client, ~0.3 ms of the client's CPU). Kept per actor, like :func:`visible`:
+    built anew they cost as much again in building and in SQLAlchemy's cache key.
+    (A conversation view reads its tags by a statement of its own: wrapping its page in a
+    subquery to add them cost SQLAlchemy ~1 ms a call, more than the round trip.)
+    """
     mt, rd, at = tables.message_tags, tables.message_reads, tables.attachments
     fields = ("id", "filename", "content_type", "size", "sha256", "inline")
     pairs: list[sa.ColumnElement[Any]] = []
@@ -273,8 +271,8 @@ def message_extras(dialect: str, actor: Actor) -> list[sa.Label[Any]]:
         pairs += (sa.literal_column(f"'{f}'"), at.c[f])
     obj = sa.func.json_build_object if dialect == "postgresql" else sa.func.json_object
     read = sa.exists().where(rd.c.message_id == m.c.id, rd.c.agent_id == actor.id)
-    return [
+    return (
         _json_list(dialect, mt.c.tag, mt.c.message_id == m.c.id).label("tag_list"),
         read.label("read_by_actor"),
         _json_list(dialect, obj(*pairs), at.c.message_id == m.c.id).label("attachment_list"),
-    ]
+    )

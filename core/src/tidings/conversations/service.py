@@ -176,12 +176,11 @@ class Conversations:
             return await load_actor(conn, agent_id)
 
     async def _visible_row(
-        self, conn: AsyncConnection, actor: Actor, conversation_id: int, *extra: Any
+        self, conn: AsyncConnection, actor: Actor, conversation_id: int
     ) -> sa.Row[Any]:
-        """The conversation's row, with ``extra`` columns, if ``actor`` may see it."""
         row = (
             await conn.execute(
-                sa.select(c, *extra).where(c.c.id == conversation_id, queries.visible(actor))
+                sa.select(c).where(c.c.id == conversation_id, queries.visible(actor))
             )
         ).one_or_none()
         if row is None:
@@ -773,7 +772,15 @@ class Conversations:
     ) -> list[ConversationSummary]:
         if not rows:
             return []
-        p = tables.projects
+        ids = [r.id for r in rows]
+        t, p = tables.conversation_tags, tables.projects
+        tag_rows = await conn.execute(
+            sa.select(t.c.conversation_id, t.c.tag).where(t.c.conversation_id.in_(ids))
+            .order_by(t.c.tag)
+        )  # fmt: skip
+        tags: dict[int, list[str]] = {}
+        for cid, tag in tag_rows:
+            tags.setdefault(cid, []).append(tag)
         keys = self._project_keys
         if missing := {r.project_id for r in rows} - keys.keys():
             keys.update(
@@ -786,7 +793,7 @@ class Conversations:
                 channel=r.channel, kind=r.kind, customer=r.customer_key,
                 customer_name=r.customer_name, system=r.system_key, subject=r.subject,
                 state=State(r.state), assignee_id=r.assignee_id, starred=r.starred,
-                tags=tuple(sorted(r.tag_list or ())), metrics=self._metrics(r, now),
+                tags=tuple(tags.get(r.id, ())), metrics=self._metrics(r, now),
             )
             for r in rows
         ]  # fmt: skip
@@ -808,19 +815,15 @@ class Conversations:
                 queries.view_condition(actor, view),
                 *queries.filter_conditions(filters, self.store.dialect, searching),
             ]
-            rows = (
+            query = (
                 sa.select(c)
                 .where(*conds)
                 .order_by(c.c.starred.desc(), c.c.last_message_at.desc(), c.c.id.desc())
                 .limit(page.limit)
                 .offset(page.offset)
-                .subquery("page")
             )
-            # The page's tags are read with it, for its rows only (see queries' extras).
-            query = sa.select(
-                rows, *queries.conversation_extras(self.store.dialect, rows)
-            ).order_by(rows.c.starred.desc(), rows.c.last_message_at.desc(), rows.c.id.desc())
-            return await self._summaries(conn, (await conn.execute(query)).all())
+            rows = (await conn.execute(query)).all()
+            return await self._summaries(conn, rows)
 
     async def messages(
         self,
@@ -896,13 +899,11 @@ class Conversations:
     async def get(self, actor: Actor, conversation_id: int) -> ConversationDetail:
         cc = tables.conversation_contacts
         async with self.store.read() as conn:
-            dialect = self.store.dialect
-            extra = queries.conversation_extras(dialect, c)
-            row = await self._visible_row(conn, actor, conversation_id, *extra)
+            row = await self._visible_row(conn, actor, conversation_id)
             (summary,) = await self._summaries(conn, [row])
             msgs = (
                 await conn.execute(
-                    sa.select(m, *queries.message_extras(dialect, actor))
+                    sa.select(m, *queries.message_extras(self.store.dialect, actor))
                     .where(m.c.conversation_id == row.id)
                     .order_by(m.c.sent_at, m.c.id)
                 )
