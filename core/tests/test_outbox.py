@@ -336,7 +336,8 @@ async def test_on_sqlite_a_batch_crosses_to_the_driver_thread_twice_to_claim_and
 ) -> None:
     """Claiming takes the write lock with its first statement; holding it, the loads run on
     the event loop's thread and only the commit crosses again. A recording crosses with
-    its read and with its commit (its writes ride along)."""
+    its read and with its commit: its log entries (one statement) run on the event loop's
+    thread under the lock, its multi-row writes ride along with the commit."""
     mids = [await s.compose(to=f"+4860010020{i}") for i in range(3)]
     crossings, ran = watch_driver(monkeypatch)
     commits = spy_on_commits(s.outbox)
@@ -346,7 +347,7 @@ async def test_on_sqlite_a_batch_crosses_to_the_driver_thread_twice_to_claim_and
     here = [sql for on_loop, sql in ran if on_loop]
     assert [sql.split()[1].rstrip(",") for sql in here] == [
         "messages.id", "consents.address_key",
-    ]  # fmt: skip
+    ] + ["INTO"] * len(commits)  # fmt: skip
     assert await stored(s, *mids) == [("queued", f"SM{mid}") for mid in mids]
 
 
@@ -389,6 +390,33 @@ async def test_permanent_failure_fails_at_once_with_the_reason(s: Setup) -> None
         "failed", "21211", "Invalid 'To' number"
     )  # fmt: skip
     assert (mid, "failed") in s.listener.seen
+
+
+async def test_each_finished_attempt_is_logged_in_its_conversation_in_order(s: Setup) -> None:
+    """A recording writes its conversation-log entries in one statement (the entries as
+    one JSON parameter): each says what happened, with its data as composed, in the order
+    the attempts finished, at the recording's time."""
+    mids = [await s.compose(text=f"Paczka {i}") for i in range(3)]
+    reason = 'Numer nieprawidłowy — sprawdź "To"'
+    s.scripted.script.extend([
+        lambda m: SendResult(provider_id=f"SM{m.id}", status=DeliveryStatus.QUEUED),
+        raise_(PermanentSendError(reason, code="21211")),
+        lambda m: SendResult(provider_id=f"SM{m.id}", status=DeliveryStatus.QUEUED),
+    ])  # fmt: skip
+    outcome = await s.outbox.run_once(concurrency=1)
+    assert (outcome.sent, outcome.failed) == (2, 1)
+    (conv,) = await s.svc.view(s.w.boss)
+    logged = [(e.kind, e.data, e.at) for e in await s.svc.events(s.w.alice, conv.id)
+              if e.kind in ("delivered_to_provider", "send_failed")]  # fmt: skip
+    now = s.w.clock()
+    assert logged == [
+        ("delivered_to_provider", {"message": mids[0], "provider_id": f"SM{mids[0]}",
+                                   "attempts": 1}, now),
+        ("send_failed", {"message": mids[1], "reason": reason, "code": "21211", "attempts": 1},
+         now),
+        ("delivered_to_provider", {"message": mids[2], "provider_id": f"SM{mids[2]}",
+                                   "attempts": 1}, now),
+    ]  # fmt: skip
 
 
 async def test_transient_failures_give_up_after_the_limit(s: Setup) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.models import Consent, InboundMessage
+from tidings.outbound.lists import listed, one_of
 from tidings.store import dialect_insert, tables
 
 c = tables.consents
@@ -38,12 +41,15 @@ async def record_consent(
     )  # fmt: skip
 
 
-_STOPPED = sa.select(c.c.address_key).where(
-    c.c.account_id == sa.bindparam("b_account"),
-    c.c.address_key.in_(sa.bindparam("b_keys", expanding=True)),
-    c.c.state == Consent.OPT_OUT.value,
-)
-"""Built once: the outbox asks this for every batch it sends (see ``outbox._claiming``)."""
+@functools.cache
+def _stopped(dialect: str) -> sa.Select[Any]:
+    """Built once per dialect: the outbox asks this for every batch it sends (see
+    ``outbox._claiming``), the keys as one list parameter (``lists.one_of``)."""
+    return sa.select(c.c.address_key).where(
+        c.c.account_id == sa.bindparam("b_account"),
+        one_of(dialect, c.c.address_key, "b_keys", sa.String()),
+        c.c.state == Consent.OPT_OUT.value,
+    )
 
 
 async def opted_out(
@@ -52,5 +58,8 @@ async def opted_out(
     """Those of ``address_keys`` who told ``account_id`` to stop."""
     if not address_keys:
         return []
-    rows = await conn.execute(_STOPPED, {"b_account": account_id, "b_keys": list(address_keys)})
+    dialect = conn.dialect.name
+    rows = await conn.execute(
+        _stopped(dialect), {"b_account": account_id, "b_keys": listed(dialect, address_keys)}
+    )
     return list(rows.scalars())
