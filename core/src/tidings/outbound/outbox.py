@@ -32,7 +32,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import anyio
 import sqlalchemy as sa
@@ -265,8 +265,11 @@ class Pacer:
             await anyio.sleep(slot - now)
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(NamedTuple):
+    """One claimed message. The worker makes a ``Claim``, a ``_Job`` and a ``_Done`` per
+    message: as named tuples they cost about a third of what frozen dataclasses do (whose
+    ``__init__`` sets every field through ``object.__setattr__``), a few µs per message."""
+
     message_id: int
     account_id: str
     claims: int
@@ -282,8 +285,7 @@ class Outcome:
     changes: list[StatusChange] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class _Job:
+class _Job(NamedTuple):
     """A claimed message, loaded, on its way to a sender."""
 
     claim: Claim
@@ -292,8 +294,7 @@ class _Job:
     """Recipients who had opted out when the message was loaded."""
 
 
-@dataclass(frozen=True)
-class _Done:
+class _Done(NamedTuple):
     """A finished attempt waiting for the recorder."""
 
     claim: Claim
