@@ -12,8 +12,8 @@ closed history. Finally it times every view with a typical filter, the flat mess
 and searches, each as different agents.
 
 Baselines measured in the same run: a bare batched INSERT of the same message rows into a
-plain table (what the database alone does), and a ``SELECT 1`` read transaction (the
-floor of any view). See ``bench/README.md`` for how to read the figures.
+plain table (what the database alone does), and a ``SELECT 1`` through ``Store.read()``
+(the floor of any view). See ``bench/README.md`` for how to read the figures.
 """
 
 from __future__ import annotations
@@ -682,7 +682,7 @@ async def latencies(
         async with store.read() as conn:
             return len((await conn.execute(sa.text("SELECT 1"))).all())
 
-    baseline = await measure("SELECT 1 in a read transaction", select_one, repeat=repeat)
+    baseline = await measure("SELECT 1 through Store.read()", select_one, repeat=repeat)
     cases: list[tuple[str, Callable[[int], Awaitable[int]]]] = [
         ("view mine (agent)", conv_view(agents, View.MINE)),
         ("view mine + tag 'reklamacja'", conv_view(agents, View.MINE,
