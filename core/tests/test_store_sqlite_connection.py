@@ -198,12 +198,55 @@ async def test_holding_the_write_lock_statements_run_on_the_loops_thread(
     assert ran_on[0] != here
     assert ran_on[1:] == [here, here]
     assert await names(store) == ["a", "xb", "xc"]
-    # A read transaction holds no write lock: its statements keep crossing.
+    # A read transaction holds no write lock: its statements keep crossing (its commit,
+    # which writes nothing, does not: see the next test).
     trips.clear()
     async with store.read() as conn, deferred_writes(conn):
         await conn.execute(sa.select(ITEMS.c.id))
         await conn.execute(sa.select(ITEMS.c.id))
-    assert trips == ["1+run", "run", "commit"]
+    assert trips == ["1+run", "run"]
+
+
+async def test_a_transaction_that_changed_no_row_ends_on_the_loops_thread(
+    store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    async with store.write() as conn:
+        await conn.execute(sa.insert(ITEMS).values(name="a"))
+    trips: list[str] = []
+    await count_trips(store, monkeypatch, trips)
+    other = sqlite3.connect(tmp_path / "conn.db", isolation_level=None)
+    try:
+        async with store.read() as conn:
+            assert await _names_in(conn) == ["a"]
+            other.execute("INSERT INTO items (name) VALUES ('b')")
+            assert await _names_in(conn) == ["a"]  # one snapshot for the transaction
+        assert trips == ["1+_run", "_run"]  # the commit did not cross...
+        async with store.read() as conn:
+            assert await _names_in(conn) == ["a", "b"]  # ...and it ended the snapshot
+        trips.clear()
+        # One that ends in a rollback, as the pool's reset after an error does.
+        with pytest.raises(LookupError):
+            async with store.read() as conn:
+                await conn.execute(sa.select(ITEMS.c.id))
+                raise LookupError
+        assert trips == ["1+_run"]
+        # A DEFERRED transaction that changed rows crosses for its commit, as a write does;
+        # so does an IMMEDIATE one whatever it ran.
+        trips.clear()
+        async with store.engine.begin() as conn:
+            await conn.execute(sa.update(ITEMS).where(ITEMS.c.name == "b").values(name="c"))
+        async with store.write() as conn:
+            await conn.execute(sa.select(ITEMS.c.id))
+        assert trips == ["1+_run", "commit", "1+_run", "commit"]
+        other.execute("BEGIN IMMEDIATE")  # nobody holds the write lock any more
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    assert await names(store) == ["a", "c"]
+
+
+async def _names_in(conn: Any) -> list[str]:
+    return list((await conn.execute(sa.select(ITEMS.c.name).order_by(ITEMS.c.id))).scalars())
 
 
 async def test_a_failing_statement_holding_the_lock_raises_and_nothing_commits(

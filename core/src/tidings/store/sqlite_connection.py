@@ -33,6 +33,12 @@ loop's thread, without crossing; only the commit (which may checkpoint the WAL) 
 again, with the writes still waiting. Timed in the mail sync (5,000
 messages, 17 crossings per batch of 50), a crossing waited ~1.3 ms to start and ~0.4 ms to
 hand its answer back, around ~0.3 ms of SQLite's work.
+
+A transaction begun ``DEFERRED`` that changed no row (a read: every ``store.read()``) ends
+on the event loop's thread too. Its COMMIT only lets go of the read snapshot: no lock to
+wait for, nothing to write. Which transactions changed rows ``total_changes`` tells
+(triggers' changes included); one that ran only DDL commits here as well, which is correct,
+merely not off the loop.
 """
 
 from __future__ import annotations
@@ -172,6 +178,8 @@ class Connection(aiosqlite.Connection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.deferred: _Deferred = []
+        self._changes_at_begin: int | None = None
+        """``total_changes`` when a DEFERRED transaction began (None: IMMEDIATE, or none)."""
 
     def begin(self, mode: str) -> None:
         """Start a transaction (``BEGIN DEFERRED`` or ``IMMEDIATE``) with its first
@@ -179,22 +187,31 @@ class Connection(aiosqlite.Connection):
         before that statement runs; a transaction that runs none costs no crossing."""
         self.deferred.append((f"BEGIN {mode}", None))
         self.open = True
+        # Read on this thread: every call on the connection is awaited, none runs now.
+        self._changes_at_begin = self._conn.total_changes if mode == "DEFERRED" else None
+
+    def _read_only(self) -> bool:
+        """The open transaction began DEFERRED and has changed no row (see the module)."""
+        return self._changes_at_begin == self._conn.total_changes
 
     def _unseen(self) -> bool:
         """The transaction's BEGIN is still waiting: SQLite has not seen it yet."""
         return bool(self.deferred) and self.deferred[0][1] is None
 
     async def commit(self) -> None:
-        self.locked = False  # the commit crosses (a checkpoint may run in it)
+        self.locked = False  # a write's commit crosses (a checkpoint may run in it)
         if self._unseen() and len(self.deferred) == 1:  # nothing to commit
             self.deferred.clear()
             self.open = False
         if self.open:
             if self.deferred:  # in the same crossing: they fail, nothing is committed
                 await self.on_thread(_commit)
+            elif self._read_only():
+                self._conn.commit()  # ends the read snapshot, on this thread
             else:
                 await super().commit()
             self.open = False
+        self._changes_at_begin = None
 
     async def rollback(self) -> None:
         self.locked = False
@@ -202,8 +219,12 @@ class Connection(aiosqlite.Connection):
             self.open = False
         self.deferred.clear()  # never run: what they would have written is undone anyway
         if self.open:
-            await super().rollback()
+            if self._read_only():
+                self._conn.rollback()
+            else:
+                await super().rollback()
             self.open = False
+        self._changes_at_begin = None
 
     def cursor(self) -> Cursor:  # type: ignore[override]
         return Cursor(self)
