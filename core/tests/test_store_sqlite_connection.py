@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from tidings.store import Store, engine, sqlite_connection
-from tidings.store.sqlite_connection import deferred_writes
+from tidings.store.sqlite_connection import deferred_writes, execute_many
+from tidings.store.types import UTCDateTime
 
 pytestmark = pytest.mark.anyio
 
@@ -21,6 +23,15 @@ ITEMS = sa.Table(
     _meta,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(50), nullable=False, unique=True),
+)
+TYPED = sa.Table(
+    "typed",
+    _meta,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=True),
+    sa.Column("data", sa.JSON, nullable=True),
+    sa.Column("flag", sa.Boolean, nullable=True),
+    sa.Column("note", sa.String(50), nullable=True),
 )
 
 
@@ -316,3 +327,70 @@ async def test_outside_a_block_or_a_transaction_writes_cross_at_once(
             assert trips == ["1+_run_many", "commit", "1+_run_many"]
         await conn.commit()
     assert await names(store) == ["a", "b", "c", "d"]
+
+
+def typed_rows(first: int) -> list[dict[str, Any]]:
+    warsaw = timezone(timedelta(hours=2))
+    return [
+        {"id": first, "at": datetime(2025, 3, 1, 8, 0, tzinfo=UTC), "data": {"a": [1, "ż"]},
+         "flag": True, "note": "x"},
+        {"id": first + 1, "at": datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=warsaw), "data": None,
+         "flag": False, "note": None},
+        {"id": first + 2, "at": None, "data": [], "flag": None, "note": "ö"},
+    ]  # fmt: skip
+
+
+async def test_execute_many_writes_what_sqlalchemy_writes_without_its_per_row_work(
+    store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    trips: list[str] = []
+    await count_trips(store, monkeypatch, trips)
+    async with store.write() as conn:
+        await conn.execute(sa.insert(TYPED), typed_rows(1))  # SQLAlchemy's own way
+    trips.clear()
+    async with store.write() as conn, deferred_writes(conn):
+        await execute_many(conn, sa.insert(TYPED), typed_rows(11))
+        moved = [{"old": 11, "new": 21, "at": datetime(2026, 1, 1, tzinfo=UTC)}]
+        await execute_many(
+            conn,
+            sa.update(TYPED)
+            .where(TYPED.c.id == sa.bindparam("old"))
+            .values(id=sa.bindparam("new"), at=sa.bindparam("at")),
+            moved,
+        )
+        assert trips == []  # both wait on this side, as deferred writes do
+    assert trips == ["3+_commit"]
+    raw = sqlite3.connect(tmp_path / "conn.db")
+    try:
+        stored = raw.execute("SELECT id, at, data, flag, note FROM typed ORDER BY id").fetchall()
+    finally:
+        raw.close()
+    assert stored[:3] == [
+        (1, "2025-03-01 08:00:00.000000", '{"a": [1, "\\u017c"]}', 1, "x"),
+        (2, "0999-01-02 01:04:05.000006", "null", 0, None),
+        (3, None, "[]", None, "\u00f6"),
+    ]
+    # The same text, byte for byte, as SQLAlchemy's path; the UPDATE moved row 11.
+    assert stored[3:] == [(12, *stored[1][1:]), (13, *stored[2][1:]),
+                          (21, "2026-01-01 00:00:00.000000", *stored[0][2:])]  # fmt: skip
+    async with store.read() as conn:
+        back = (await conn.execute(sa.select(TYPED).where(TYPED.c.id == 12))).one()
+    assert back.at == datetime(999, 1, 2, 1, 4, 5, 6, tzinfo=UTC)  # aware UTC, as ever
+
+
+async def test_execute_many_outside_deferred_writes_is_conn_execute(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips: list[str] = []
+    await count_trips(store, monkeypatch, trips)
+    async with store.write() as conn:
+        await execute_many(conn, sa.insert(ITEMS), [{"name": "a"}, {"name": "b"}])
+        assert trips == ["1+_run_many"]  # SQLAlchemy's executemany, at once
+    with pytest.raises(sa.exc.IntegrityError) as raised:
+        async with store.write() as conn, deferred_writes(conn):
+            await execute_many(conn, sa.insert(ITEMS), [{"name": "c"}, {"name": "c"}])
+            await conn.execute(sa.select(ITEMS.c.id))  # the waiting write fails here
+    assert "raised by a deferred statement: INSERT INTO items" in "".join(
+        getattr(raised.value.orig, "__notes__", [])
+    )
+    assert await names(store) == ["a", "b"]

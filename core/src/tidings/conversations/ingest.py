@@ -24,6 +24,7 @@ from tidings.outbound.consent import record_consent
 from tidings.routing import ensure_project
 from tidings.routing.route import route_new
 from tidings.store import dialect_insert, search, tables
+from tidings.store.sqlite_connection import execute_many
 
 c, m, tr = tables.conversations, tables.messages, tables.thread_refs
 
@@ -69,6 +70,11 @@ def _insert(table: sa.Table) -> sa.Insert:
 def _insert_new(dialect: str, table: sa.Table) -> Any:
     """INSERT … ON CONFLICT DO NOTHING for this kind of store."""
     return dialect_insert(dialect, table).on_conflict_do_nothing()
+
+
+@cache
+def _insert_blobs(dialect: str) -> Any:
+    return dialect_insert(dialect, tables.blobs).on_conflict_do_nothing(index_elements=["sha256"])
 
 
 @cache
@@ -132,11 +138,9 @@ async def _store_attachments(
         if a.data is not None and a.sha256 is not None
     }
     if blobs:
-        stmt = dialect_insert(conn.dialect.name, tables.blobs)
-        await conn.execute(
-            stmt.on_conflict_do_nothing(index_elements=["sha256"]), list(blobs.values())
-        )
-    await conn.execute(
+        await execute_many(conn, _insert_blobs(conn.dialect.name), list(blobs.values()))
+    await execute_many(
+        conn,
         _insert(tables.attachments),
         [
             {
@@ -191,7 +195,7 @@ async def _insert_rows(
     new = await ids.take(conn, table, len(rows))
     for row, row_id in zip(rows, new, strict=True):
         row["id"] = row_id
-    await conn.execute(_insert(table), rows)
+    await execute_many(conn, _insert(table), rows)
     return new
 
 
@@ -308,7 +312,8 @@ async def _created(conn: AsyncConnection, created: Mapping[int, str], now: datet
     if not created:
         return
     await search.index_new_customer_names(conn, created)
-    await conn.execute(
+    await execute_many(
+        conn,
         _insert(tables.events),
         [
             {"conversation_id": cid, "at": now, "actor_id": None, "kind": "created", "data": {}}
@@ -509,16 +514,18 @@ async def _insert_related(
         docs.append((mid, cid, search.document(msg.subject, msg.text)))
     await _store_attachments(conn, attached)
     if sources:
-        await conn.execute(_insert(tables.message_sources), sources)
+        await execute_many(conn, _insert(tables.message_sources), sources)
     if refs:
-        await conn.execute(_insert_new(dialect, tables.thread_refs), list(refs.values()))
-    await conn.execute(
+        await execute_many(conn, _insert_new(dialect, tables.thread_refs), list(refs.values()))
+    await execute_many(
+        conn,
         _insert_new(dialect, tables.participants),
         [{"conversation_id": cid, "side": side, "address_key": key}
          for cid, side, key in participants],
     )  # fmt: skip
     if links:
-        await conn.execute(
+        await execute_many(
+            conn,
             _insert_new(dialect, tables.conversation_contacts),
             [{"conversation_id": cid, "source": src, "external_id": ext, "display_name": name}
              for (cid, src, ext), name in links.items()],
@@ -595,8 +602,8 @@ async def _update_conversations(
     if updates:
         # One executemany for the batch: every row carries the same columns.
         columns = tuple(k[2:] for k in updates[0] if k != "b_id")
-        await conn.execute(_update_conversations_by_id(columns), updates)
+        await execute_many(conn, _update_conversations_by_id(columns), updates)
     for cid, name in renamed.items():
         await search.index_customer_name(conn, cid, name)
     if reopened_events:
-        await conn.execute(_insert(tables.events), reopened_events)
+        await execute_many(conn, _insert(tables.events), reopened_events)
