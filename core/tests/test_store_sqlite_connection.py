@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import sqlalchemy as sa
 
@@ -67,16 +69,15 @@ async def store(tmp_path: Path) -> Any:
 
 
 async def test_connections_are_set_up_for_concurrent_use(store: Store) -> None:
-    """WAL (readers beside one writer), NORMAL syncs, foreign keys, a busy wait, and pages
-    read through a memory map."""
+    """WAL (readers beside one writer), NORMAL syncs, foreign keys, a busy wait, pages
+    read through a memory map, and SQLite's own checkpoint only as a safety net."""
+    pragmas = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout", "mmap_size",
+               "wal_autocheckpoint")  # fmt: skip
     async with store.read() as conn:
-        got = {
-            p: (await conn.exec_driver_sql(f"PRAGMA {p}")).scalar_one()
-            for p in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout", "mmap_size")
-        }
+        got = {p: (await conn.exec_driver_sql(f"PRAGMA {p}")).scalar_one() for p in pragmas}
     assert got == {
         "journal_mode": "wal", "synchronous": 1, "foreign_keys": 1, "busy_timeout": 30000,
-        "mmap_size": engine.MMAP_BYTES,
+        "mmap_size": engine.MMAP_BYTES, "wal_autocheckpoint": engine.WAL_AUTOCHECKPOINT_PAGES,
     }  # fmt: skip
 
 
@@ -394,3 +395,60 @@ async def test_execute_many_outside_deferred_writes_is_conn_execute(
         getattr(raised.value.orig, "__notes__", [])
     )
     assert await names(store) == ["a", "b"]
+
+
+def in_the_file(path: Path) -> list[str]:
+    """The item names the database file itself holds, its WAL not read."""
+    raw = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    try:
+        return [row[0] for row in raw.execute("SELECT name FROM items ORDER BY id")]
+    except sqlite3.OperationalError:  # the table is still only in the WAL
+        return []
+    finally:
+        raw.close()
+
+
+async def test_commits_are_checkpointed_by_a_thread_of_their_own(
+    store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "conn.db"
+    async with store.read() as conn:
+        checkpointer = (await conn.get_raw_connection()).driver_connection.checkpointer
+    assert isinstance(checkpointer, sqlite_connection.Checkpointer)
+    woken: list[int] = []
+    wake = checkpointer.committed
+    monkeypatch.setattr(checkpointer, "committed", lambda: woken.append(1))
+    async with store.write() as conn:
+        await conn.execute(sa.insert(ITEMS), [{"name": "a"}, {"name": "b"}])
+    async with store.read() as conn:
+        await conn.execute(sa.select(ITEMS.c.id))
+    assert woken == [1]  # the write's commit, not the read's
+    assert in_the_file(path) == []  # the commit itself did not checkpoint
+    before = checkpointer.checkpoints
+
+    def checkpointed() -> bool:
+        deadline = time.monotonic() + 10
+        while checkpointer.checkpoints == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return checkpointer.checkpoints > before
+
+    wake()
+    assert await anyio.to_thread.run_sync(checkpointed)
+    assert in_the_file(path) == ["a", "b"]
+    thread = checkpointer._thread
+    assert thread is not None
+    assert thread.name == "sqlite-checkpoint"
+    await store.close()  # disposing of the engine ends the thread
+    assert not thread.is_alive()
+    assert checkpointer._thread is None
+
+
+async def test_a_database_in_memory_has_no_checkpointer() -> None:
+    memory = Store.open("sqlite://")
+    try:
+        async with memory.write() as conn:
+            await conn.execute(sa.text("CREATE TABLE t (x)"))
+            raw = (await conn.get_raw_connection()).driver_connection
+        assert raw.checkpointer is None
+    finally:
+        await memory.close()
