@@ -178,8 +178,9 @@ def _logging(dialect: str) -> sa.Insert:
     array of ``[conversation_id, kind, data]``, ``b_at`` their time.
 
     As an ``executemany`` every entry's time and data went through SQLAlchemy's bind
-    processors one by one (with the parameter dictionaries, about a tenth of the outbox's
-    CPU per message in the SQLite benchmark); here the entries are one ``json.dumps``."""
+    processors one by one, with a parameter dictionary each; here the entries are one
+    ``json.dumps``: ~67,000 fewer instructions per SMS sent (callgrind, ``bench/README.md``,
+    session 7). On SQLite it runs on the loop's thread under the write lock."""
     e = tables.events
     entries = sa.bindparam("b_entries", type_=sa.String)
     conversation: sa.ColumnElement[Any]
