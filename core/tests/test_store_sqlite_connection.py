@@ -379,6 +379,34 @@ async def test_execute_many_writes_what_sqlalchemy_writes_without_its_per_row_wo
     assert back.at == datetime(999, 1, 2, 1, 4, 5, 6, tzinfo=UTC)  # aware UTC, as ever
 
 
+async def test_execute_many_takes_the_values_a_statement_sets_itself(
+    store: Store, tmp_path: Path
+) -> None:
+    # ``.values(note=None, flag=True)`` are parameters no row names; a row naming only the
+    # bound ones must get them as SQLAlchemy's own path does.
+    async with store.write() as conn:
+        await conn.execute(sa.insert(TYPED), typed_rows(1))
+    statement = (
+        sa.update(TYPED)
+        .where(TYPED.c.id == sa.bindparam("b_id"))
+        .values(note=None, flag=True, at=sa.bindparam("b_at"))
+    )
+    when = datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC)
+    async with store.write() as conn, deferred_writes(conn):
+        await execute_many(conn, statement, [{"b_id": 1, "b_at": when}])
+    async with store.write() as conn:
+        await conn.execute(statement, [{"b_id": 2, "b_at": when}])  # SQLAlchemy's own way
+    raw = sqlite3.connect(tmp_path / "conn.db")
+    try:
+        stored = raw.execute("SELECT id, at, flag, note FROM typed ORDER BY id").fetchall()
+    finally:
+        raw.close()
+    assert stored[:2] == [
+        (1, "2026-02-03 04:05:06.000000", 1, None),
+        (2, "2026-02-03 04:05:06.000000", 1, None),
+    ]
+
+
 async def test_execute_many_outside_deferred_writes_is_conn_execute(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

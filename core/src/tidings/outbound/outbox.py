@@ -63,7 +63,7 @@ from tidings.outbound.lists import listed, one_of
 from tidings.outbound.statuses import StatusChange, apply_parked, apply_status_updates
 from tidings.plugins import Plugins
 from tidings.store import Store, tables
-from tidings.store.sqlite_connection import deferred_writes
+from tidings.store.sqlite_connection import deferred_writes, execute_many
 
 log = logging.getLogger("tidings.outbox")
 o, m, p = tables.outbox, tables.messages, tables.pending_statuses
@@ -613,19 +613,21 @@ class Outbox:
             if failed:
                 changes += await self._record_failed(conn, failed, rows, now)
             if unknown:
-                await conn.execute(
+                await execute_many(
+                    conn,
                     _UNKNOWN,
                     [{"b_id": d.claim.message_id, "b_reason": d.reason, "b_now": now}
                      for d in unknown],
                 )  # fmt: skip
             if requeue:
-                await conn.execute(
+                await execute_many(
+                    conn,
                     _REQUEUED,
                     [{"b_id": d.claim.message_id, "b_when": now + self._requeue_delay(d),
                       "b_attempts": d.attempts, "b_error": str(d.error)} for d in requeue],
                 )  # fmt: skip
             if finished:
-                await conn.execute(_FINISHED, [{"b_id": i} for i in finished])
+                await execute_many(conn, _FINISHED, [{"b_id": i} for i in finished])
         for d in sent:
             row = rows.get(d.claim.message_id)
             if row is not None and row.claimed_by != self.worker_id:
@@ -680,9 +682,9 @@ class Outbox:
             changes.append(StatusChange(d.claim.message_id, row.conversation_id,
                                         d.claim.account_id, first))  # fmt: skip
         if kept:
-            await conn.execute(_KEPT, kept)
+            await execute_many(conn, _KEPT, kept)
         if moved:
-            await conn.execute(_MOVED, moved)
+            await execute_many(conn, _MOVED, moved)
         # Reports that beat the send's answer were parked under the provider's id.
         if not any(row.parked for row in rows.values()):
             return changes
@@ -702,7 +704,8 @@ class Outbox:
         rows: Mapping[int, Any],
         now: datetime,
     ) -> list[StatusChange]:
-        await conn.execute(
+        await execute_many(
+            conn,
             _FAILED,
             [{"b_id": d.claim.message_id, "b_code": d.code, "b_reason": d.reason, "b_now": now}
              for d in failed],

@@ -409,10 +409,20 @@ def _positional(
     names = compiled.positiontup
     if compiled.insert_prefetch or compiled.update_prefetch or not names:
         return None
+    # Values the statement itself sets (``.values(error_code=None)``) are parameters no row
+    # names: SQLAlchemy takes them from the statement, and so do we.
+    fixed: dict[str, Any] = {}
+    for name in names:
+        if name not in keys:
+            bind = compiled.binds[name]
+            if bind.required or bind.callable is not None:
+                return None
+            fixed[name] = bind.value
     getter = itemgetter(*names)
-    values: Callable[[Mapping[str, Any]], tuple[Any, ...]] = (
+    by_row: Callable[[Mapping[str, Any]], tuple[Any, ...]] = (
         getter if len(names) > 1 else lambda row: (getter(row),)
     )
+    values = (lambda row: by_row({**fixed, **row})) if fixed else by_row
     processors = []
     for index, name in enumerate(names):
         bind = compiled.binds[name]
