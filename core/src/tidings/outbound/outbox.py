@@ -180,7 +180,7 @@ def _logging(dialect: str) -> sa.Insert:
     As an ``executemany`` every entry's time and data went through SQLAlchemy's bind
     processors one by one, with a parameter dictionary each; here the entries are one
     ``json.dumps``: ~67,000 fewer instructions per SMS sent (callgrind, ``bench/README.md``,
-    session 7). On SQLite it runs on the loop's thread under the write lock."""
+    session 7). On SQLite it waits for the commit's crossing to the driver thread."""
     e = tables.events
     entries = sa.bindparam("b_entries", type_=sa.String)
     conversation: sa.ColumnElement[Any]
@@ -591,10 +591,11 @@ class Outbox:
         finished = [d.claim.message_id for d in batch if d.kind != "requeue"]
         changes: list[StatusChange] = []
         # On SQLite the read takes the write lock and crosses to the driver thread with its
-        # BEGIN IMMEDIATE; the log entries (one statement) then run on this thread under the
-        # lock, and the other writes — multi-row ones that answer nothing — wait for the
-        # commit and cross with it: two crossings per recording. A deferred write that
-        # fails raises from the commit, and ``_record_safely`` takes it from there.
+        # BEGIN IMMEDIATE; the writes, which answer nothing, wait for the commit and cross
+        # with it: two crossings per recording, and SQLite's work for the writes (the log
+        # entries' most of all) is done on the driver's thread, where it does not hold the
+        # GIL, rather than on the loop's. A deferred write that fails raises from the
+        # commit, and ``_record_safely`` takes it from there.
         async with self.store.write() as conn, deferred_writes(conn):
             rows = await self._rows(conn, finished)
             entries = [
@@ -605,8 +606,10 @@ class Outbox:
                 for kind, data in [_event(d)]
             ]  # fmt: skip
             if entries:
-                await conn.execute(
-                    _logging(self.store.dialect), {"b_entries": json.dumps(entries), "b_at": now}
+                await execute_many(
+                    conn,
+                    _logging(self.store.dialect),
+                    [{"b_entries": json.dumps(entries), "b_at": now}],
                 )
             if sent:
                 changes += await self._record_sent(conn, sent, rows, now)
