@@ -341,6 +341,16 @@ def typed_rows(first: int) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def stored_rows(tmp_path: Path, sql: str) -> list[Any]:
+    """``sql``'s rows read from the database file by a connection of its own: the text
+    SQLite holds, not what SQLAlchemy's result processors make of it."""
+    raw = sqlite3.connect(tmp_path / "conn.db")
+    try:
+        return raw.execute(sql).fetchall()
+    finally:
+        raw.close()
+
+
 async def test_execute_many_writes_what_sqlalchemy_writes_without_its_per_row_work(
     store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -361,11 +371,7 @@ async def test_execute_many_writes_what_sqlalchemy_writes_without_its_per_row_wo
         )
         assert trips == []  # both wait on this side, as deferred writes do
     assert trips == ["3+_commit"]
-    raw = sqlite3.connect(tmp_path / "conn.db")
-    try:
-        stored = raw.execute("SELECT id, at, data, flag, note FROM typed ORDER BY id").fetchall()
-    finally:
-        raw.close()
+    stored = stored_rows(tmp_path, "SELECT id, at, data, flag, note FROM typed ORDER BY id")
     assert stored[:3] == [
         (1, "2025-03-01 08:00:00.000000", '{"a": [1, "\\u017c"]}', 1, "x"),
         (2, "0999-01-02 01:04:05.000006", "null", 0, None),
@@ -396,11 +402,7 @@ async def test_execute_many_takes_the_values_a_statement_sets_itself(
         await execute_many(conn, statement, [{"b_id": 1, "b_at": when}])
     async with store.write() as conn:
         await conn.execute(statement, [{"b_id": 2, "b_at": when}])  # SQLAlchemy's own way
-    raw = sqlite3.connect(tmp_path / "conn.db")
-    try:
-        stored = raw.execute("SELECT id, at, flag, note FROM typed ORDER BY id").fetchall()
-    finally:
-        raw.close()
+    stored = stored_rows(tmp_path, "SELECT id, at, flag, note FROM typed ORDER BY id")
     assert stored[:2] == [
         (1, "2026-02-03 04:05:06.000000", 1, None),
         (2, "2026-02-03 04:05:06.000000", 1, None),
