@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tidings.models import Consent, InboundMessage
-from tidings.outbound.lists import listed, one_of
 from tidings.store import dialect_insert, tables
+from tidings.store.lists import listed, one_of
 
 c = tables.consents
 

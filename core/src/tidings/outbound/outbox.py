@@ -59,10 +59,10 @@ from tidings.models import (
     advances,
 )
 from tidings.outbound.consent import opted_out
-from tidings.outbound.lists import listed, one_of
 from tidings.outbound.statuses import StatusChange, apply_parked, apply_status_updates
 from tidings.plugins import Plugins
 from tidings.store import Store, tables
+from tidings.store.lists import listed, one_of
 from tidings.store.sqlite_connection import deferred_writes, execute_many
 
 log = logging.getLogger("tidings.outbox")
