@@ -14,16 +14,27 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tidings import loop
 from tidings.store import Store
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    # SQLAlchemy's async engine and its drivers run on asyncio.
-    return "asyncio"
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    # The loop deployments run on (uvloop where installed, ``tidings.loop``); SQLAlchemy's
+    # async engine and its drivers need asyncio's interface, which uvloop implements.
+    return loop.anyio_backend()
+
+
+@pytest.fixture(params=["uvloop", "asyncio"])
+def each_event_loop(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    """Both loops a deployment may run on, for the code that touches the loop itself
+    (protocols, threads handing results back): a module opts in by defining
+    ``anyio_backend`` as this fixture."""
+    return loop.anyio_backend(request.param)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -514,7 +514,7 @@ class AcmeWithIngestion(AcmeConformance):
 
     @pytest.fixture
     async def ingestion(
-        self, plugins: Plugins, tmp_path: Path, anyio_backend: str
+        self, plugins: Plugins, tmp_path: Path, anyio_backend: Any
     ) -> AsyncIterator[StoreIngestion]:
         store = Store.open(f"sqlite:///{tmp_path / 'broken-ingestion.db'}")
         try:

@@ -60,6 +60,12 @@ async def names(store: Store) -> list[str]:
 
 
 @pytest.fixture
+def anyio_backend(each_event_loop: Any) -> Any:
+    """uvloop (what deployments run on) and asyncio's own loop alike."""
+    return each_event_loop
+
+
+@pytest.fixture
 async def store(tmp_path: Path) -> Any:
     s = Store.open(f"sqlite:///{tmp_path / 'conn.db'}")
     async with s.engine.begin() as conn:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tidings.channel import ACCOUNT_ID_PATTERN, NAME_PATTERN, Account, ChannelSettings
 from tidings.errors import ConfigError, UnknownChannel
+from tidings.loop import EventLoop
 from tidings.plugins import Plugins
 from tidings.store.engine import DEFAULT_DATABASE_URL, async_url
 
@@ -62,6 +63,9 @@ class Config(BaseModel):
     database_url: str = DEFAULT_DATABASE_URL
     public_url: str = "http://127.0.0.1:8000"
     server: ServerSettings = Field(default_factory=ServerSettings)
+    event_loop: EventLoop = "auto"
+    """The event loop of ``tidings serve``, ``worker`` and the other commands
+    (``tidings.loop``): ``auto`` is uvloop where it is installed."""
     accounts: tuple[AccountEntry, ...] = ()
     path: Path | None = Field(default=None, exclude=True)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +16,12 @@ from tidings.testing.mailservers import make_certificate
 from tidings_sms_twilio.transport import Http11Transport
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend(each_event_loop: Any) -> Any:
+    """uvloop (what deployments run on) and asyncio's own loop alike."""
+    return each_event_loop
 
 
 @pytest.fixture

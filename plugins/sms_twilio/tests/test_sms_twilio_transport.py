@@ -14,6 +14,7 @@ import asyncio
 import gzip
 import socket
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +26,12 @@ from tidings_sms_twilio import TwilioSms
 from tidings_sms_twilio.transport import READ_AT_ONCE, Http11Transport
 
 BIG = bytes(range(256)) * (4 * READ_AT_ONCE // 256)
+
+
+@pytest.fixture
+def anyio_backend(each_event_loop: Any) -> Any:
+    """uvloop (what deployments run on) and asyncio's own loop alike."""
+    return each_event_loop
 
 
 @pytest.fixture

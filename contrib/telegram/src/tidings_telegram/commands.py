@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import anyio
 import typer
 
 app = typer.Typer(help="Telegram bot tools.", no_args_is_help=True)
@@ -22,6 +21,7 @@ def set_webhook_command(
     """Register this account's webhook URL and secret token with Telegram (setWebhook)."""
     from tidings.config import build_account, load_config
     from tidings.errors import TidingsError
+    from tidings.loop import run
     from tidings.plugins import load_plugins
     from tidings_telegram.channel import set_webhook
 
@@ -31,10 +31,10 @@ def set_webhook_command(
         if acct.channel != "telegram":
             raise typer.BadParameter(f"{account} is a {acct.channel} account, not telegram")
 
-        async def run() -> str:
+        async def register() -> str:
             return await set_webhook(acct, drop_pending_updates=drop_pending)
 
-        url = anyio.run(run)
+        url = run(register, event_loop=cfg.event_loop)
     except TidingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

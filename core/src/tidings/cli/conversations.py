@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
-import anyio
 import typer
 
 from tidings import events
@@ -21,6 +20,7 @@ from tidings.auth import Auth
 from tidings.cli.main import ConfigOption, err, friendly_errors, loaded_plugins, out
 from tidings.conversations import Actor, Decision, Draft, Filters, Page, State, View
 from tidings.errors import Cancelled
+from tidings.loop import run
 from tidings.runtime import Runtime
 
 T = TypeVar("T")
@@ -44,7 +44,7 @@ def _as_agent(
         finally:
             await runtime.close()
 
-    return anyio.run(main)
+    return run(main, event_loop=runtime.config.event_loop)
 
 
 def _dump(value: Any) -> None:

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from tidings.config import STARTER_CONFIG, build_accounts, config_path, load_config
 from tidings.errors import TidingsError
+from tidings.loop import run, uvicorn_loop
 from tidings.plugins import Plugins, load_plugins
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def init(
         path.write_text(STARTER_CONFIG, encoding="utf-8")
         err.print(f"wrote {path}")
     cfg = load_config(path)
-    revision = anyio.run(_upgrade, cfg.database_url)
+    revision = run(_upgrade, cfg.database_url, event_loop=cfg.event_loop)
     err.print(f"database ready at schema {revision}")
 
 
@@ -100,7 +101,7 @@ def init(
 def db_upgrade(config: ConfigOption = None) -> None:
     """Apply every pending migration to the configured database."""
     cfg = load_config(config)
-    revision = anyio.run(_upgrade, cfg.database_url)
+    revision = run(_upgrade, cfg.database_url, event_loop=cfg.event_loop)
     out.print(f"schema at {revision} (head {head_revision()})")
 
 
@@ -121,7 +122,7 @@ def db_compact(config: ConfigOption = None) -> None:
     useful after a bulk import). PostgreSQL: nothing to do."""
     cfg = load_config(config)
     err.print("compacting the search index…")
-    steps = anyio.run(_compact, cfg.database_url)
+    steps = run(_compact, cfg.database_url, event_loop=cfg.event_loop)
     out.print(f"search index compact ({steps} merge steps)")
 
 
@@ -208,6 +209,7 @@ def serve(
         host=host or runtime.config.server.host,
         port=port or runtime.config.server.port,
         log_level="info",
+        loop=uvicorn_loop(runtime.config.event_loop),
         timeout_graceful_shutdown=10,
     )
 
@@ -245,7 +247,7 @@ def worker_command(config: ConfigOption = None) -> None:
         finally:
             await runtime.close()
 
-    anyio.run(main)
+    run(main, event_loop=runtime.config.event_loop)
 
 
 @app.command()
@@ -285,7 +287,7 @@ def sync(
         finally:
             await runtime.close()
 
-    anyio.run(main)
+    run(main, event_loop=runtime.config.event_loop)
 
 
 class SyncProgress:

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated, TypeVar
 
-import anyio
 import sqlalchemy as sa
 import typer
 from pydantic import SecretStr
@@ -24,6 +23,7 @@ from tidings.cli.main import ConfigOption, err, friendly_errors
 from tidings.config import load_config
 from tidings.conversations import Role
 from tidings.errors import ConfigError
+from tidings.loop import run
 from tidings.routing import add_agent
 from tidings.store import Store, tables
 
@@ -34,14 +34,16 @@ T = TypeVar("T")
 
 
 def _with_store(config: ConfigOption, work: Callable[[Store], Awaitable[T]]) -> T:
+    cfg = load_config(config)
+
     async def main() -> T:
-        store = Store.open(load_config(config).database_url)
+        store = Store.open(cfg.database_url)
         try:
             return await work(store)
         finally:
             await store.close()
 
-    return anyio.run(main)
+    return run(main, event_loop=cfg.event_loop)
 
 
 def _permission(text: str) -> tuple[str, str]:

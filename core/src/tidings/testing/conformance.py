@@ -51,6 +51,7 @@ from typing import Any, ClassVar, Protocol
 
 import pytest
 
+from tidings import loop
 from tidings.channel import Account, Channel, ChannelSettings
 from tidings.config import AccountEntry, Config, build_account
 from tidings.errors import (
@@ -556,8 +557,9 @@ class ChannelConformance:
     # -- fixtures with working defaults ---------------------------------------------------
 
     @pytest.fixture
-    def anyio_backend(self) -> str:
-        return "asyncio"
+    def anyio_backend(self) -> tuple[str, dict[str, Any]]:
+        """The loop ``tidings serve`` and ``worker`` run on (``tidings.loop``)."""
+        return loop.anyio_backend()
 
     @pytest.fixture(autouse=True)
     def _conformance_plugin_enabled(self, request: pytest.FixtureRequest) -> None:
@@ -599,7 +601,7 @@ class ChannelConformance:
 
     @pytest.fixture
     async def ingestion(
-        self, plugins: Plugins, tmp_path: Path, anyio_backend: str
+        self, plugins: Plugins, tmp_path: Path, anyio_backend: Any
     ) -> AsyncIterator[Ingestion | None]:
         """The core's ingestion over a temporary SQLite store (override: another, or None)."""
         from tidings.store import Store

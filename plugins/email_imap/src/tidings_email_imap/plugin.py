@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import anyio
 import typer
 
 from tidings import Channel, hookimpl
+from tidings.loop import run
 from tidings_email_imap.autoconfig import discover, to_toml
 from tidings_email_imap.channel import EmailImapChannel
 
@@ -26,7 +26,7 @@ def autoconfig(
 ) -> None:
     """Find the IMAP and SMTP servers of ADDRESS; print an accounts entry for tidings.toml."""
     try:
-        config = anyio.run(lambda: discover(address))
+        config = run(discover, address)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
