@@ -427,17 +427,18 @@ async def _tidings_sync(config_path: Path) -> dict[str, Any]:
 
 
 def child_tidings(args: argparse.Namespace) -> dict[str, Any]:
-    import anyio
+    from tidings.loop import run
 
+    # On the event loop ``tidings sync`` runs on (``tidings.loop``: uvloop where installed).
     if not args.profile:
-        return anyio.run(_tidings_sync, Path(args.config))
+        return run(_tidings_sync, Path(args.config))
     import cProfile
 
     # The sync process's main thread only (the parse worker is another interpreter, the
     # driver thread is not profiled), timed by that thread's CPU clock: where the event
     # loop's CPU goes, not counting its waits for the GIL, a core or the network.
     with cProfile.Profile(time.thread_time) as profile:
-        result = anyio.run(_tidings_sync, Path(args.config))
+        result = run(_tidings_sync, Path(args.config))
     profile.dump_stats(args.profile)
     return result
 

@@ -1,7 +1,7 @@
 """The SMS benchmark: the whole outbox pipeline against a bare aiohttp loop (issue 9).
 
     .venv/bin/python bench/sms.py [--messages 5000] [--concurrency 50] [--latency 0,20]
-        [--backend sqlite|postgresql|both] [--rounds 3]
+        [--backend sqlite|postgresql|both] [--rounds 3] [--loop auto|uvloop|asyncio]
 
 For each added provider latency it starts the local Twilio-shaped server
 (``twilio_server.py``, its own process) and measures, in this process:
@@ -24,6 +24,8 @@ checks that every message arrived exactly once.
 Each of ``--rounds`` rounds runs bare aiohttp, the channel's send hook alone and the
 pipeline one after another, so each round's ratios compare figures taken under the same
 load of this shared machine; the last line gives their range over the rounds.
+Everything runs on one event loop, chosen as ``tidings worker`` chooses its own
+(``tidings.loop``: uvloop where installed); ``--loop asyncio`` measures asyncio's own loop.
 The official Twilio SDK is not installed here; ``bench/README.md`` quotes the issue's
 figures for it.
 """
@@ -61,6 +63,7 @@ from tidings import Account, Address, OutboundMessage
 from tidings.config import parse_config
 from tidings.conversations import Actor, Draft
 from tidings.conversations.models import Role
+from tidings.loop import run, uses_uvloop
 from tidings.metrics import METRICS
 from tidings.plugins import load_plugins
 from tidings.routing import add_agent
@@ -413,11 +416,16 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="bare, channel and pipeline side by side, N times"
     )
+    parser.add_argument(
+        "--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+        help="the event loop of every phase (auto: as tidings worker, uvloop where installed)",
+    )  # fmt: skip
     args = parser.parse_args()
     say(f"bench/sms.py: {args.messages:,} messages, concurrency {args.concurrency}, "
         f"latency {', '.join(f'{x:g}' for x in args.latency)} ms, python {sys.version.split()[0]}, "
+        f"{'uvloop' if uses_uvloop(args.loop) else 'asyncio'} event loop, "
         f"{os.cpu_count()} CPUs")  # fmt: skip
-    anyio.run(main_async, args)
+    run(main_async, args, event_loop=args.loop)
 
 
 if __name__ == "__main__":
