@@ -1,11 +1,14 @@
 """The event loop every tidings process runs on: uvloop where it is installed (a
 dependency of ``tidings`` on CPython outside Windows), else asyncio's own.
 
-Why uvloop by default: the worker's loop is the bottleneck of a busy send queue. With the
-outbox, the channel's send and the HTTP answers all on one thread, uvloop's event loop and
-sockets take about a third less CPU per SMS than asyncio's, and the whole pipeline gains
-more than a bare HTTP client loop does (``bench/README.md``, issue 9). Everything tidings
-runs on — anyio, SQLAlchemy's async engine, aiosqlite, psycopg, httpx — works on either.
+Why uvloop by default: uvicorn already picks it whenever it is installed, so ``tidings
+serve`` ran on uvloop or asyncio depending on what else happened to be installed; now every
+command runs on one known loop, and the tests run on it too (a channel transport that
+assumed asyncio's classes failed only there). Its loop and sockets are C; in alternated
+runs of ``bench/sms.py`` the outbox pipeline's CPU per SMS was 1.1-1.5x the bare aiohttp
+loop's on uvloop against 1.2-1.8x on asyncio's — a small gain, within this machine's
+run-to-run swing (``bench/README.md``, session 9). Everything tidings runs on — anyio,
+SQLAlchemy's async engine, aiosqlite, psycopg, httpx — works on either.
 
 ``event_loop`` in the configuration (``auto``, ``uvloop``, ``asyncio``) chooses; ``auto``
 takes uvloop when it can be imported. One function answers for every entry point: the CLI's
