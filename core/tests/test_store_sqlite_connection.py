@@ -167,30 +167,8 @@ async def test_begin_immediate_takes_the_write_lock_before_the_first_statement(
         other.close()
 
 
-async def test_deferred_writes_cross_with_the_next_statement(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    trips: list[str] = []
-    await count_trips(store, monkeypatch, trips)
-    async with store.write() as conn, deferred_writes(conn):
-        await conn.execute(sa.insert(ITEMS), [{"name": "a"}, {"name": "b"}, {"name": "c"}])
-        await conn.execute(
-            sa.update(ITEMS)
-            .where(ITEMS.c.name == sa.bindparam("old"))
-            .values(name=sa.bindparam("new")),
-            [{"old": "b", "new": "y"}, {"old": "c", "new": "z"}],
-        )
-        assert trips == []  # BEGIN IMMEDIATE and both writes wait on this side
-        seen = (await conn.execute(sa.select(ITEMS.c.name).order_by(ITEMS.c.id))).scalars()
-        assert list(seen) == ["a", "y", "z"]  # they ran, in order, before the SELECT
-        await conn.execute(sa.insert(ITEMS), [{"name": "d"}, {"name": "e"}])
-    # One crossing for BEGIN, both writes and the SELECT; one for the last write and COMMIT.
-    assert trips == ["3+_run", "1+_commit"]
-    assert await names(store) == ["a", "y", "z", "d", "e"]
-
-
-async def test_holding_the_write_lock_statements_run_on_the_loops_thread(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+async def test_a_free_write_lock_is_taken_on_the_loops_thread_and_nothing_crosses(
+    store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     trips: list[str] = []
     await count_trips(store, monkeypatch, trips)
@@ -202,27 +180,84 @@ async def test_holding_the_write_lock_statements_run_on_the_loops_thread(
         return original(conn, sql, parameters)
 
     monkeypatch.setattr(sqlite_connection, "_run", run)
-    async with store.write() as conn, deferred_writes(conn):
-        await conn.execute(sa.insert(ITEMS).values(name="a"))  # crosses with BEGIN IMMEDIATE
-        await conn.execute(sa.insert(ITEMS), [{"name": "b"}, {"name": "c"}])  # waits
-        rows = (await conn.execute(sa.select(ITEMS.c.name).order_by(ITEMS.c.id))).scalars()
-        assert list(rows) == ["a", "b", "c"]  # the waiting write ran first, on this thread
-        updated = await conn.execute(
-            sa.update(ITEMS).where(ITEMS.c.id > 1).values(name="x" + ITEMS.c.name)
-        )
-        assert updated.rowcount == 2  # answered at once, not deferred
-    assert trips == ["1+run", "commit"]  # "run": the test's stand-in for _run
-    here = threading.get_ident()
-    assert ran_on[0] != here
-    assert ran_on[1:] == [here, here]
-    assert await names(store) == ["a", "xb", "xc"]
-    # A read transaction holds no write lock: its statements keep crossing (its commit,
-    # which writes nothing, does not: see the next test).
+    other = sqlite3.connect(tmp_path / "conn.db", timeout=0, isolation_level=None)
+    try:
+        async with store.write() as conn, deferred_writes(conn):
+            await conn.execute(sa.insert(ITEMS).values(name="a"))  # takes the lock here
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")  # it is ours
+            await conn.execute(sa.insert(ITEMS), [{"name": "b"}, {"name": "c"}])  # waits
+            rows = (await conn.execute(sa.select(ITEMS.c.name).order_by(ITEMS.c.id))).scalars()
+            assert list(rows) == ["a", "b", "c"]  # the waiting write ran first
+            updated = await conn.execute(
+                sa.update(ITEMS).where(ITEMS.c.id > 1).values(name="x" + ITEMS.c.name)
+            )
+            assert updated.rowcount == 2  # answered at once, not deferred
+            timeout = (await conn.execute(sa.text("PRAGMA busy_timeout"))).scalar_one()
+            assert timeout == 30_000  # zero only while the lock was tried
+            await conn.execute(sa.insert(ITEMS), [{"name": "d"}])  # waits for the commit
+        other.execute("BEGIN IMMEDIATE")  # the commit let go of the lock
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    assert trips == []  # BEGIN, statements and COMMIT: all on the loop's thread
+    assert set(ran_on) == {threading.get_ident()}
+    assert await names(store) == ["a", "xb", "xc", "d"]
+    # A transaction of deferred writes alone takes the lock at its commit, here too.
     trips.clear()
+    async with store.write() as conn, deferred_writes(conn):
+        await conn.execute(sa.insert(ITEMS), [{"name": "e"}, {"name": "f"}])
+    assert trips == []
+    # A read transaction holds no write lock: its statements keep crossing (its commit,
+    # which writes nothing, does not: see test_a_transaction_that_changed_no_row_...).
     async with store.read() as conn, deferred_writes(conn):
         await conn.execute(sa.select(ITEMS.c.id))
         await conn.execute(sa.select(ITEMS.c.id))
     assert trips == ["1+run", "run"]
+
+
+async def test_a_write_lock_held_elsewhere_is_waited_for_on_the_driver_thread(
+    store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Another connection's write lock is never waited for on the loop's thread: the BEGIN
+    crosses, with the writes deferred so far and the statement that needs them, and waits
+    there (``busy_timeout``); the lock then ours, the rest runs on the loop's thread."""
+    trips: list[str] = []
+    await count_trips(store, monkeypatch, trips)
+    other = sqlite3.connect(
+        tmp_path / "conn.db", timeout=0, isolation_level=None, check_same_thread=False
+    )
+    other.execute("BEGIN IMMEDIATE")
+    released = threading.Event()
+
+    def release() -> None:
+        other.execute("ROLLBACK")
+        released.set()
+
+    timer = threading.Timer(0.3, release)
+    try:
+        async with store.write() as conn, deferred_writes(conn):
+            await conn.execute(sa.insert(ITEMS), [{"name": "a"}, {"name": "b"}, {"name": "c"}])
+            await conn.execute(
+                sa.update(ITEMS)
+                .where(ITEMS.c.name == sa.bindparam("old"))
+                .values(name=sa.bindparam("new")),
+                [{"old": "b", "new": "y"}, {"old": "c", "new": "z"}],
+            )
+            assert trips == []  # BEGIN IMMEDIATE and both writes wait on this side
+            timer.start()
+            seen = (await conn.execute(sa.select(ITEMS.c.name).order_by(ITEMS.c.id))).scalars()
+            assert released.is_set()  # it waited for the other connection...
+            assert list(seen) == ["a", "y", "z"]  # ...then ran the writes, then the SELECT
+            await conn.execute(sa.insert(ITEMS), [{"name": "d"}, {"name": "e"}])
+            timeout = (await conn.execute(sa.text("PRAGMA busy_timeout"))).scalar_one()
+            assert timeout == 30_000
+    finally:
+        timer.cancel()
+        other.close()
+    # One crossing: BEGIN, both writes and the SELECT; the last write and COMMIT ran here.
+    assert trips == ["3+_run"]
+    assert await names(store) == ["a", "y", "z", "d", "e"]
 
 
 async def test_a_transaction_that_changed_no_row_ends_on_the_loops_thread(
@@ -299,7 +334,7 @@ async def test_a_deferred_write_that_fails_fails_the_next_statement_and_nothing_
     assert "raised by a deferred statement: INSERT INTO items" in "".join(
         getattr(raised.value.orig, "__notes__", [])
     )
-    with pytest.raises(sa.exc.IntegrityError):  # the commit is the next crossing
+    with pytest.raises(sa.exc.IntegrityError):  # the commit runs them: it raises
         async with store.write() as conn, deferred_writes(conn):
             await conn.execute(sa.insert(ITEMS), [{"name": "first"}, {"name": "second"}])
             await conn.execute(sa.insert(ITEMS), twice)
@@ -376,7 +411,7 @@ async def test_execute_many_writes_what_sqlalchemy_writes_without_its_per_row_wo
             moved,
         )
         assert trips == []  # both wait on this side, as deferred writes do
-    assert trips == ["3+_commit"]
+    assert trips == []  # the commit took the free write lock here and ran them
     stored = stored_rows(tmp_path, "SELECT id, at, data, flag, note FROM typed ORDER BY id")
     assert stored[:3] == [
         (1, "2025-03-01 08:00:00.000000", '{"a": [1, "\\u017c"]}', 1, "x"),

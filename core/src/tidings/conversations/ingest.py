@@ -235,7 +235,7 @@ async def ingest(
     sender address keys to contact-lookup answers (looked up before the transaction: a
     CRM call must not hold database locks). Nothing here goes on after a failed write, so
     callers run it inside ``deferred_writes`` (``Conversations`` does): on SQLite the
-    batch's multi-row writes then cross to the driver thread with the read after them.
+    batch's multi-row writes then wait for the read after them, or for the commit.
     """
     result = IngestResult()
     account = info.account

@@ -162,8 +162,8 @@ class Conversations:
         messages: Sequence[InboundMessage],
         contacts: Mapping[str, Sequence[ContactMatch]],
     ) -> IngestResult:
-        """Every ingestion's way in. On SQLite its multi-row writes cross to the driver
-        thread with the read after them (``deferred_writes``)."""
+        """Every ingestion's way in. On SQLite its multi-row writes wait for the read after
+        them, or for the commit (``deferred_writes``)."""
         async with deferred_writes(conn):
             return await ingest(
                 conn, info, messages, contacts, now=self.clock(), subject_window=self.subject_window

@@ -169,7 +169,7 @@ _REQUEUED = (
 )  # fmt: skip
 _FINISHED = sa.delete(o).where(o.c.message_id == sa.bindparam("b_id"))
 """Run once per finished message (``executemany``): inside ``deferred_writes`` it waits,
-with the recording's other writes, for the commit's crossing to SQLite's driver thread."""
+with the recording's other writes, for the commit."""
 
 
 @functools.cache
@@ -180,7 +180,7 @@ def _logging(dialect: str) -> sa.Insert:
     As an ``executemany`` every entry's time and data went through SQLAlchemy's bind
     processors one by one, with a parameter dictionary each; here the entries are one
     ``json.dumps``: ~67,000 fewer instructions per SMS sent (callgrind, ``bench/README.md``,
-    session 7). On SQLite it waits for the commit's crossing to the driver thread."""
+    session 7). On SQLite it waits for the commit."""
     e = tables.events
     entries = sa.bindparam("b_entries", type_=sa.String)
     conversation: sa.ColumnElement[Any]
@@ -359,10 +359,10 @@ class Outbox:
         """How many messages were claimed, and those still there loaded, in one transaction
         committed before any provider call: one connection and one commit per batch.
 
-        On SQLite, inside ``deferred_writes`` the claim takes the write lock and crosses to
-        the driver thread with its ``BEGIN IMMEDIATE``; holding the lock, the loads and the
-        opt-out check then run on the event loop's thread, and only the commit crosses
-        again: two crossings per batch instead of four."""
+        On SQLite, inside ``deferred_writes`` the claim takes the write lock with its
+        ``BEGIN IMMEDIATE``; holding it, the claim, the loads, the opt-out check and the
+        commit run on the event loop's thread, with no trip to the driver thread unless
+        another connection held the lock (``sqlite_connection``)."""
         async with self.store.write() as conn, deferred_writes(conn):
             claims = await self._claim(conn, limit)
             return len(claims), await self._load(conn, claims) if claims else []
@@ -590,12 +590,10 @@ class Outbox:
         requeue = [d for d in batch if d.kind == "requeue"]
         finished = [d.claim.message_id for d in batch if d.kind != "requeue"]
         changes: list[StatusChange] = []
-        # On SQLite the read takes the write lock and crosses to the driver thread with its
-        # BEGIN IMMEDIATE; the writes, which answer nothing, wait for the commit and cross
-        # with it: two crossings per recording, and SQLite's work for the writes (the log
-        # entries' most of all) is done on the driver's thread, where it does not hold the
-        # GIL, rather than on the loop's. A deferred write that fails raises from the
-        # commit, and ``_record_safely`` takes it from there.
+        # On SQLite the read takes the write lock with its BEGIN IMMEDIATE (on the event
+        # loop's thread when it is free, as nearly always); the writes, which answer
+        # nothing, wait for the commit and run with it. A deferred write that fails raises
+        # from the commit, and ``_record_safely`` takes it from there.
         async with self.store.write() as conn, deferred_writes(conn):
             rows = await self._rows(conn, finished)
             entries = [

@@ -39,7 +39,10 @@ class Store:
         # growing steps (up to 100 ms) while it stands idle, which under a burst of webhooks
         # cut throughput tenfold and pushed p99 to seconds (bench/webhooks.py). A nested
         # write transaction in one task raises at once instead of waiting on itself.
-        self._writer = anyio.Lock() if engine.dialect.name == "sqlite" else None
+        # ``fast_acquire``: a free lock is taken without a round of the event loop (anyio
+        # otherwise yields once even then), which under load delayed every write
+        # transaction by a whole round of the busy tasks.
+        self._writer = anyio.Lock(fast_acquire=True) if engine.dialect.name == "sqlite" else None
 
     @classmethod
     def open(cls, database_url: str, **engine_kwargs: Any) -> Store:

@@ -28,11 +28,20 @@ statement in the mail sync benchmark.
 
 Inside :func:`deferred_writes`, once a write transaction's ``BEGIN IMMEDIATE`` has run, the
 write lock is ours and no statement can wait on another connection (WAL: readers never
-block a writer), so its statements (with the writes waiting before them) run on the event
-loop's thread, without crossing; only the commit (which may checkpoint the WAL) crosses
-again, with the writes still waiting. Timed in the mail sync (5,000
+block a writer), so its statements (with the writes waiting before them) and its commit run
+on the event loop's thread, without crossing. Timed in the mail sync (5,000
 messages, 17 crossings per batch of 50), a crossing waited ~1.3 ms to start and ~0.4 ms to
 hand its answer back, around ~0.3 ms of SQLite's work.
+The ``BEGIN IMMEDIATE`` itself is first tried on the event loop's thread with SQLite's busy
+timeout at zero: when no other connection holds the write lock (a worker alone on its
+database, nearly always) it is ours at once, and the whole transaction runs without a
+crossing. Only when another connection holds it does the BEGIN cross, to wait for it on the
+driver thread (``busy_timeout``) rather than stall the loop. Under load a crossing costs far
+more than its CPU: the loop runs every task that became ready before it comes back to the
+transaction, twice per crossing, and the process's other writers queue behind the lock
+meanwhile. The SMS worker's claim and recording transactions (two crossings each) held the
+lock for 30-80 ms a batch with fifty sends in flight, and its senders all sat idle waiting
+for the next claim a quarter of the time (``bench/README.md``, session 10).
 
 A transaction begun ``DEFERRED`` that changed no row (a read: every ``store.read()``) ends
 on the event loop's thread too. Its COMMIT only lets go of the read snapshot: no lock to
@@ -44,7 +53,9 @@ A write's commit does not checkpoint the WAL (copy it into the database file and
 both) in the committing connection, as SQLite's automatic checkpoint does once the log
 holds 1,000 pages: a :class:`Checkpointer` thread does it after commits, at most once a
 second. In the mail sync one commit in five ran that checkpoint, 30-85 ms each, with the
-event loop waiting for it (~17 ms per commit on average, ~2 ms without).
+event loop waiting for it (~17 ms per commit on average, ~2 ms without). With
+``synchronous=NORMAL`` a WAL commit syncs nothing either: one made on the event loop's
+thread (above) appends the transaction's pages to the log, no more.
 
 :func:`execute_many` runs a Core statement's ``executemany`` inside :func:`deferred_writes`
 without SQLAlchemy's per-row work: a batch's multi-row writes spent more of the event
@@ -77,6 +88,7 @@ log = logging.getLogger("tidings.store")
 Row = tuple[Any, ...]
 _Outcome = tuple[Any, int, int | None, list[Row], bool]
 _Deferred = list[tuple[str, list[Any] | None]]
+_BEGIN_IMMEDIATE = ("BEGIN IMMEDIATE", None)
 
 
 def _run(conn: sqlite3.Connection, sql: str, parameters: Any) -> _Outcome:
@@ -197,6 +209,11 @@ class Connection(aiosqlite.Connection):
     locked = False
     """Inside :func:`deferred_writes`, once the write transaction's ``BEGIN IMMEDIATE`` has
     run: the write lock is ours, and statements run on the event loop's thread."""
+    holding = False
+    """The open transaction took the write lock inside :func:`deferred_writes`: it ends
+    (commit or rollback) on the event loop's thread, even after the block."""
+    busy_timeout: int | None = None
+    """SQLite's busy timeout (ms) as the connection was set up, read on first need."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -222,7 +239,19 @@ class Connection(aiosqlite.Connection):
         return bool(self.deferred) and self.deferred[0][1] is None
 
     async def commit(self) -> None:
-        self.locked = False  # a write's commit crosses (a checkpoint may run in it)
+        self.locked = False
+        if not self.holding and len(self.deferred) > 1:
+            # Only deferred writes since the BEGIN (they wait only inside the block).
+            self._begin_here()
+        if self.holding:
+            # The write lock is ours: the waiting writes and the commit wait on nothing.
+            # One that fails raises here, and the transaction stays open for the rollback.
+            deferred, self.deferred = self.deferred, []
+            self.open = _after(self._conn, deferred, _commit)[4]
+            self.holding = False
+            if self.checkpointer is not None:
+                self.checkpointer.committed()
+            return
         if self._unseen() and len(self.deferred) == 1:  # nothing to commit
             self.deferred.clear()
             self.open = False
@@ -246,11 +275,12 @@ class Connection(aiosqlite.Connection):
             self.open = False
         self.deferred.clear()  # never run: what they would have written is undone anyway
         if self.open:
-            if self._read_only():
+            if self.holding or self._read_only():
                 self._conn.rollback()
             else:
                 await super().rollback()
             self.open = False
+        self.holding = False
         self._changes_at_begin = None
 
     def cursor(self) -> Cursor:  # type: ignore[override]
@@ -258,21 +288,53 @@ class Connection(aiosqlite.Connection):
 
     async def on_thread(self, fn: Callable[..., _Outcome], *args: Any) -> _Outcome:
         """``fn(sqlite3_connection, *args)`` on the driver thread, after the deferred
-        statements: one crossing. Holding the write lock (``locked``), on this thread."""
+        statements: one crossing. Holding the write lock (``locked``, or taken here at
+        once: ``_lock_here``), on this thread."""
+        if not self.locked and self.deferring and self._begin_here():
+            self.locked = True
         if self.locked:
             if self.deferred:
                 deferred, self.deferred = self.deferred, []
                 return _after(self._conn, deferred, fn, *args)
             return fn(self._conn, *args)
-        locks = False
+        locks = self.deferring and self._begins_immediate()
         if self.deferred:
             deferred, self.deferred = self.deferred, []
-            locks = self.deferring and deferred[0] == ("BEGIN IMMEDIATE", None)
             args = (deferred, fn, *args)
             fn = _after
         result: _Outcome = await self._execute(fn, self._conn, *args)  # type: ignore[no-untyped-call]
-        self.locked = locks and result[4]
+        self.locked = self.holding = locks and result[4]
         return result
+
+    def _begins_immediate(self) -> bool:
+        """A write transaction's BEGIN is still waiting."""
+        return bool(self.deferred) and self.deferred[0] == _BEGIN_IMMEDIATE
+
+    def _begin_here(self) -> bool:
+        """Take the write lock for the waiting ``BEGIN IMMEDIATE`` on this thread, if it is
+        free right now; the transaction then ends on this thread too (``holding``)."""
+        if self._begins_immediate() and self._lock_here():
+            del self.deferred[0]
+            self.holding = True
+            return True
+        return False
+
+    def _lock_here(self) -> bool:
+        """``BEGIN IMMEDIATE`` on this thread if the write lock is free right now; False,
+        with nothing begun, when another connection holds it (see the module)."""
+        conn = self._conn
+        if self.busy_timeout is None:
+            self.busy_timeout = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+            return False
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout}")
+        return True
 
 
 class Checkpointer:
