@@ -40,8 +40,8 @@ driver thread (``busy_timeout``) rather than stall the loop. Under load a crossi
 more than its CPU: the loop runs every task that became ready before it comes back to the
 transaction, twice per crossing, and the process's other writers queue behind the lock
 meanwhile. The SMS worker's claim and recording transactions (two crossings each) held the
-lock for 30-80 ms a batch with fifty sends in flight, and its senders all sat idle waiting
-for the next claim a quarter of the time (``bench/README.md``, session 10).
+lock for 30-80 ms a batch with fifty sends in flight; without the crossings the worker's
+CPU per message fell by about a tenth (``bench/README.md``, session 10).
 
 A transaction begun ``DEFERRED`` that changed no row (a read: every ``store.read()``) ends
 on the event loop's thread too. Its COMMIT only lets go of the read snapshot: no lock to
