@@ -41,7 +41,7 @@ more than its CPU: the loop runs every task that became ready before it comes ba
 transaction, twice per crossing, and the process's other writers queue behind the lock
 meanwhile. The SMS worker's claim and recording transactions (two crossings each) held the
 lock for 30-80 ms a batch with fifty sends in flight; without the crossings the worker's
-CPU per message fell by about a tenth (``bench/README.md``, session 10).
+CPU per message fell by a tenth to a fifth (``bench/README.md``, session 10).
 
 A transaction begun ``DEFERRED`` that changed no row (a read: every ``store.read()``) ends
 on the event loop's thread too. Its COMMIT only lets go of the read snapshot: no lock to
