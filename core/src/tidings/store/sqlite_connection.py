@@ -206,9 +206,6 @@ class Connection(aiosqlite.Connection):
     """Told about each write this connection commits (see :class:`Checkpointer`)."""
     deferring = False
     """Inside :func:`deferred_writes`: ``executemany`` waits for the next crossing."""
-    locked = False
-    """Inside :func:`deferred_writes`, once the write transaction's ``BEGIN IMMEDIATE`` has
-    run: the write lock is ours, and statements run on the event loop's thread."""
     holding = False
     """The open transaction took the write lock inside :func:`deferred_writes`: it ends
     (commit or rollback) on the event loop's thread, even after the block."""
@@ -230,6 +227,12 @@ class Connection(aiosqlite.Connection):
         # Read on this thread: every call on the connection is awaited, none runs now.
         self._changes_at_begin = self._conn.total_changes if mode == "DEFERRED" else None
 
+    @property
+    def locked(self) -> bool:
+        """Inside :func:`deferred_writes`, holding the write lock: statements run on the
+        event loop's thread."""
+        return self.holding and self.deferring
+
     def _read_only(self) -> bool:
         """The open transaction began DEFERRED and has changed no row (see the module)."""
         return self._changes_at_begin == self._conn.total_changes
@@ -239,24 +242,19 @@ class Connection(aiosqlite.Connection):
         return bool(self.deferred) and self.deferred[0][1] is None
 
     async def commit(self) -> None:
-        self.locked = False
         if not self.holding and len(self.deferred) > 1:
             # Only deferred writes since the BEGIN (they wait only inside the block).
             self._begin_here()
-        if self.holding:
-            # The write lock is ours: the waiting writes and the commit wait on nothing.
-            # One that fails raises here, and the transaction stays open for the rollback.
-            deferred, self.deferred = self.deferred, []
-            self.open = _after(self._conn, deferred, _commit)[4]
-            self.holding = False
-            if self.checkpointer is not None:
-                self.checkpointer.committed()
-            return
         if self._unseen() and len(self.deferred) == 1:  # nothing to commit
             self.deferred.clear()
             self.open = False
         if self.open:
-            if self.deferred:  # in the same crossing: they fail, nothing is committed
+            if self.holding:
+                # The write lock is ours: the waiting writes and the commit wait on nothing.
+                # One that fails raises here; the transaction stays open for the rollback.
+                deferred, self.deferred = self.deferred, []
+                _after(self._conn, deferred, _commit)
+            elif self.deferred:  # in the same crossing: they fail, nothing is committed
                 await self.on_thread(_commit)
             elif self._read_only():
                 self._conn.commit()  # ends the read snapshot, on this thread
@@ -264,13 +262,12 @@ class Connection(aiosqlite.Connection):
                 return
             else:
                 await super().commit()
-            self.open = False
+            self.open = self.holding = False
             if self.checkpointer is not None:
                 self.checkpointer.committed()
         self._changes_at_begin = None
 
     async def rollback(self) -> None:
-        self.locked = False
         if self._unseen():
             self.open = False
         self.deferred.clear()  # never run: what they would have written is undone anyway
@@ -290,8 +287,8 @@ class Connection(aiosqlite.Connection):
         """``fn(sqlite3_connection, *args)`` on the driver thread, after the deferred
         statements: one crossing. Holding the write lock (``locked``, or taken here at
         once: ``_lock_here``), on this thread."""
-        if not self.locked and self.deferring and self._begin_here():
-            self.locked = True
+        if self.deferring and not self.holding:
+            self._begin_here()
         if self.locked:
             if self.deferred:
                 deferred, self.deferred = self.deferred, []
@@ -303,7 +300,8 @@ class Connection(aiosqlite.Connection):
             args = (deferred, fn, *args)
             fn = _after
         result: _Outcome = await self._execute(fn, self._conn, *args)  # type: ignore[no-untyped-call]
-        self.locked = self.holding = locks and result[4]
+        if locks and result[4]:
+            self.holding = True
         return result
 
     def _begins_immediate(self) -> bool:
@@ -435,7 +433,7 @@ async def deferred_writes(conn: AsyncConnection) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        driver.deferring = driver.locked = False
+        driver.deferring = False
 
 
 @dataclass(frozen=True)
