@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import email.utils
 import gc
+import gzip
+import json
 import time
 import weakref
+import zlib
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl, urlencode
 
@@ -44,8 +47,8 @@ from tidings import (
 )
 from tidings.plugins import ChannelHandle
 from tidings_sms_twilio import TwilioSms
-from tidings_sms_twilio.channel import default_transport
 from tidings_sms_twilio.send import Messages, encode_form, retry_after_seconds
+from tidings_sms_twilio.transport import Http11Transport
 
 
 @pytest.fixture
@@ -356,31 +359,64 @@ async def test_default_transport_keeps_connections_alive(
         await channel.aclose()
 
 
+class _Keeping(Http11Transport):
+    """The default transport, keeping a weak reference to every answer it gives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answers: list[weakref.ref[httpx.Response]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        self.answers.append(weakref.ref(response))
+        return response
+
+
 @pytest.mark.anyio
-async def test_an_answer_is_freed_as_soon_as_the_send_is_done(
+async def test_a_send_reads_the_answer_whole_and_leaves_no_cycle_behind(
     local_twilio: tuple[str, list[tuple[str, int]]],
 ) -> None:
-    """httpx binds a response's stream back to the response; a send ends that reference
-    cycle, so its answer is freed by reference counting, not left for the cyclic collector
-    (whose young collections it made run every few dozen sends)."""
+    """The answer is read whole and closed, and freed by reference counting as soon as the
+    send is done, not left for the cyclic collector (whose young collections the cycle
+    httpx's ``AsyncClient.send`` makes had run every few dozen sends)."""
     base, _ = local_twilio
     acct = account(base_url=base)
     form = [("To", CUSTOMER), ("From", OUR_NUMBER), ("Body", "Hi")]
-    async with httpx.AsyncClient(transport=default_transport()) as client:
+    transport = _Keeping()
+    async with httpx.AsyncClient(transport=transport) as client:
         messages = Messages.of(client, acct.settings)
         await messages.post(form)  # the connection is opened and pooled
         gc.collect()
         gc.disable()
         try:
-            response = await messages.post(form)
-            assert response.status_code == 201
-            assert response.json()["sid"] == message_sid(2)  # still readable, whole
-            assert response.is_closed
-            answer = weakref.ref(response)
-            del response
-            assert answer() is None
+            answer = await messages.post(form)
+            assert answer.status == 201
+            assert answer.headers["content-type"] == "application/json; charset=utf-8"
+            assert answer.json()["sid"] == message_sid(2)
+            assert json.loads(answer.body) == answer.json()
+            assert [ref() for ref in transport.answers] == [None, None]
         finally:
             gc.enable()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+async def test_an_answer_with_a_content_coding_is_decoded(coding: str) -> None:
+    """Twilio may compress its answer (the client asks for gzip): httpx decodes it."""
+    resource = message_resource(message_sid(1))
+    raw = json.dumps(resource).encode()
+    packed = gzip.compress(raw) if coding == "gzip" else zlib.compress(raw)
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        stream = httpx.ByteStream(packed)  # unread, as the default transport answers
+        headers = {"Content-Encoding": coding, "Content-Type": "application/json"}
+        return httpx.Response(201, headers=headers, stream=stream)
+
+    transport = httpx.MockTransport(answer)
+    async with httpx.AsyncClient(transport=transport) as client:
+        messages = Messages.of(client, account().settings)
+        sent = await messages.post([("To", CUSTOMER), ("From", OUR_NUMBER), ("Body", "Hi")])
+    assert (sent.status, sent.json()) == (201, resource)
 
 
 def test_the_form_is_encoded_as_urlencode_does_with_repeating_pairs_encoded_once() -> None:

@@ -9,7 +9,8 @@ a tenth of that (see the README's figures).
 Pass ``transport=`` to use another one: a transport instance (shared by every account's
 client — what tests do with respx) or a zero-argument factory (one transport per account).
 
-Sends give the client a request prepared once per account (``send.Messages``).
+Sends hand the client's transport a request prepared once per account
+(``send.Messages``).
 """
 
 from __future__ import annotations
