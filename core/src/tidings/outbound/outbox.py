@@ -352,7 +352,7 @@ class Outbox:
             _claiming(self.store.dialect),
             {"b_now": self.clock(), "b_limit": limit, "b_worker": self.worker_id},
         )
-        claims = [Claim(r.message_id, r.account_id, r.claims, r.attempts) for r in rows]
+        claims = [Claim._make(row) for row in rows]  # the columns ``_claiming`` returns
         return sorted(claims, key=lambda c: c.message_id)
 
     async def _claim_and_load(self, limit: int) -> tuple[int, list[_Job]]:

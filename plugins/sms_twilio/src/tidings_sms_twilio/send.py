@@ -199,11 +199,14 @@ async def _body(response: httpx.Response) -> bytes:
     """The answer's body, as ``Response.aread`` would give it."""
     if response.is_stream_consumed:  # read already (``httpx.MockTransport``'s answers are)
         return response.content
-    if "content-encoding" in response.headers:
+    if any(name.lower() == b"content-encoding" for name, _ in response.headers.raw):
         return await response.aread()  # httpx's decoders
-    # No content coding: the raw bytes are the body, and httpx's decoding generators can
-    # be skipped (30 µs of CPU for a Twilio answer).
-    return b"".join([part async for part in response.aiter_raw()])
+    # No content coding: the bytes of the transport's stream are the body. ``aread`` and
+    # ``aiter_raw`` would pass them through generators, chunkers and request contexts (30
+    # and 12 µs of CPU for a Twilio answer); ``post`` closes the response, and the stream.
+    stream = response.stream
+    assert isinstance(stream, httpx.AsyncByteStream)  # a transport's answer
+    return b"".join([part async for part in stream])
 
 
 async def send_message(

@@ -34,6 +34,7 @@ media hosts it links to:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ssl
 import time
@@ -378,13 +379,12 @@ class Http11Transport(httpx.AsyncBaseTransport):
                 chunked = True
             lines.append(b"%s: %s\r\n" % (name, value))
         lines.append(b"\r\n")
-        try:
-            body: bytes | None = request.content
-        except httpx.RequestNotRead:
-            # A body given as bytes in a stream (``send.Messages``) is still sent whole.
-            body = (
-                b"".join(request.stream) if isinstance(request.stream, httpx.ByteStream) else None
-            )
+        body: bytes | None = None
+        if isinstance(request.stream, httpx.ByteStream):  # bytes, given or read
+            body = b"".join(request.stream)
+        else:
+            with contextlib.suppress(httpx.RequestNotRead):
+                body = request.content
         if body is not None:
             await conn.write(b"".join(lines) + body, seconds)
             return
