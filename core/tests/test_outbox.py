@@ -6,7 +6,6 @@ import gc
 from collections import deque
 from collections.abc import Callable
 from datetime import timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -37,7 +36,16 @@ from tidings.conversations import Conversations, Draft
 from tidings.errors import InvalidTransition, NotAllowed
 from tidings.models import Priority, TemplateRef, ThreadHeaders
 from tidings.outbound import outbox as outbox_module
-from tidings.outbound.outbox import YOUNG_GC_THRESHOLD, Outbox, RetryPolicy, _outbound
+from tidings.outbound.outbox import (
+    YOUNG_GC_THRESHOLD,
+    Outbox,
+    RetryPolicy,
+    _loading,
+    _outbound,
+    _Recorded,
+    _recording,
+    _Sending,
+)
 from tidings.plugins import load_plugins
 from tidings.store import tables
 
@@ -585,7 +593,7 @@ async def test_attachments_go_out_with_their_own_message(s: Setup) -> None:
 def test_a_stored_row_becomes_the_message_it_was_composed_as() -> None:
     """The worker hands the model only the fields a row sets; every other field must still
     come out as the model's default, and every stored field as it was stored."""
-    full = SimpleNamespace(
+    full = _Sending(
         id=7, sender_key="phone:+48221000555", subject="Re: order", text="Dzień dobry",
         html="<p>Dzień dobry</p>",
         recipients={"to": ["phone:+48600100200"], "cc": ["email:ops@example.com"],
@@ -594,6 +602,7 @@ def test_a_stored_row_becomes_the_message_it_was_composed_as() -> None:
               "references": ["<c@x>", "<b@x>"],
               "template": {"name": "order_update", "language": "pl", "parameters": ["7"]},
               "message_tag": "ACCOUNT_UPDATE", "header_line": "ACME"},
+        has_attachments=True,
     )  # fmt: skip
     photo = Attachment(filename="a.png", content_type="image/png", data=b"png")
     assert _outbound(full, [photo]) == OutboundMessage(
@@ -606,8 +615,17 @@ def test_a_stored_row_becomes_the_message_it_was_composed_as() -> None:
         template=TemplateRef(name="order_update", language="pl", parameters=("7",)),
         message_tag="ACCOUNT_UPDATE", header_line="ACME",
     )  # fmt: skip
-    bare = SimpleNamespace(id=8, sender_key=None, subject="", text="Hi", html=None,
-                           recipients={"to": ["phone:+48600100200"]}, meta=None)  # fmt: skip
+    bare = _Sending(id=8, sender_key=None, subject="", text="Hi", html=None,
+                    recipients={"to": ["phone:+48600100200"]}, meta=None,
+                    has_attachments=False)  # fmt: skip
     assert _outbound(bare, []) == OutboundMessage(
         id="8", to=(Address.phone("+48600100200"),), text="Hi"
     )
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_the_worker_reads_its_rows_into_tuples_of_the_columns_it_selects(dialect: str) -> None:
+    """``_Sending`` and ``_Recorded`` are filled by position: their fields must be the
+    selected columns, in order."""
+    assert [c.name for c in _loading(dialect).selected_columns] == list(_Sending._fields)
+    assert [c.name for c in _recording(dialect).selected_columns] == list(_Recorded._fields)

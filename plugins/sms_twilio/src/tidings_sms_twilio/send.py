@@ -20,11 +20,11 @@ with the client; ``AsyncClient.post`` would merge and re-parse all of it and run
 flow for every message (about 0.1 ms of CPU each).
 
 The request goes to the transport the client would pick for it, directly, not through
-``AsyncClient.send``, and the answer's bytes are taken with ``Response.aiter_raw``. For a
+``AsyncClient.send``, and the answer's bytes are taken from the transport's stream. For a
 JSON answer of a few hundred bytes, ``send`` (its auth and redirect loops, event hooks,
 request contexts, the stream bound back to the response) and reading the body through
 httpx's decoder and chunker generators cost about 80 µs of CPU a message; the direct call
-and the raw bytes about 20. In the outbox worker that was a ninth of its CPU per SMS
+and the stream's bytes about 10. In the outbox worker that was a sixth of its CPU per SMS
 (``bench/README.md``, session 11). Nothing ``send`` adds applies here: the client has no
 auth, follows no redirects (the Messages resource answers 201 or an error) and keeps no
 cookies, and the timeouts travel in the request's extensions. A transport given to the
