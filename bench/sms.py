@@ -13,21 +13,22 @@ For each added provider latency it starts the local Twilio-shaped server
   (``Outbox.run``) sends them at ``--concurrency`` until the outbox is empty; later rounds
   put the same messages back in the outbox (SQL) and send them again;
 * **bare aiohttp** — one ``aiohttp.ClientSession``, ``--concurrency`` tasks POSTing the same
-  form bodies with Basic auth and reading the sid: the yardstick of issue 9.
+  form bodies with Basic auth and reading the sid: the yardstick of issue 9;
+* **official Twilio SDK** — twilio-python's async client (``messages.create_async``, a
+  development dependency) sending the same messages at the same concurrency: the issue's
+  other yardstick, what a Python contact center would otherwise send with.
 
-Both count messages per second of wall time and CPU seconds of this process per message
+All count messages per second of wall time and CPU seconds of this process per message
 (``time.process_time``, every thread: SQLite's driver thread included; the PostgreSQL
 server's own CPU is not). Beside them, the CPU the Twilio-shaped server's process spent
 per message meanwhile (``/proc``): the provider shares this machine's cores, so on a busy
 machine a sender's rate depends on the provider's CPU as much as on its own. The server
 checks that every message arrived exactly once.
-Each of ``--rounds`` rounds runs bare aiohttp, the channel's send hook alone and the
-pipeline one after another, so each round's ratios compare figures taken under the same
-load of this shared machine; the last line gives their range over the rounds.
+Each of ``--rounds`` rounds runs bare aiohttp, the channel's send hook alone, the Twilio
+SDK and the pipeline one after another, so each round's ratios compare figures taken under
+the same load of this shared machine; the last lines give their range over the rounds.
 Everything runs on one event loop, chosen as ``tidings worker`` chooses its own
 (``tidings.loop``: uvloop where installed); ``--loop asyncio`` measures asyncio's own loop.
-The official Twilio SDK is not installed here; ``bench/README.md`` quotes the issue's
-figures for it.
 """
 
 from __future__ import annotations
@@ -329,6 +330,40 @@ async def channel_only(server: TwilioServer, n: int, concurrency: int, phases: l
     check(server, n, "channel send hook")
 
 
+async def twilio_sdk(server: TwilioServer, n: int, concurrency: int, phases: list[Phase]) -> None:
+    """The official Twilio SDK's async client (twilio-python: ``messages.create_async`` over
+    its ``AsyncTwilioHttpClient``, an aiohttp session) at the same concurrency: the issue's
+    other yardstick, measured beside the pipeline rather than quoted from another run."""
+    from twilio.http.async_http_client import AsyncTwilioHttpClient  # type: ignore[import-untyped]
+    from twilio.rest import Client  # type: ignore[import-untyped]
+
+    tag = secrets.token_hex(3)
+    http = AsyncTwilioHttpClient()
+    client = Client(ACCOUNT_SID, AUTH_TOKEN, http_client=http)
+    client.api.base_url = server.base_url  # the local Twilio-shaped server, not api.twilio.com
+    callback = f"{PUBLIC_URL}/webhooks/{ACCOUNT}/status"
+
+    async def run(numbers: Iterator[int]) -> None:
+        async def worker() -> None:
+            for i in numbers:
+                sent = await client.messages.create_async(
+                    to=customer(i), from_=FROM_NUMBER, body=body(tag, i), status_callback=callback
+                )
+                if not sent.sid:
+                    raise SystemExit("Twilio SDK: no sid in the answer")
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    try:
+        await run(iter(range(900_000, 900_000 + min(200, n))))  # warm-up
+        server.reset()
+        with timed("official Twilio SDK (async)", n, phases, server):
+            await run(iter(range(n)))
+    finally:
+        await http.close()
+    check(server, n, "Twilio SDK")
+
+
 def check(server: TwilioServer, n: int, what: str) -> None:
     stats = server.stats()
     if stats["distinct"] != n or stats["duplicate_count"] or stats["rejected"]:
@@ -338,9 +373,10 @@ def check(server: TwilioServer, n: int, what: str) -> None:
 # --- running ---------------------------------------------------------------------------------
 
 
-def report(title: str, phases: list[Phase]) -> tuple[float, float]:
-    """Print one round; returns the pipeline's share of bare aiohttp's messages per second
-    and its CPU per message as a multiple of bare aiohttp's."""
+def report(title: str, phases: list[Phase]) -> tuple[float, float, float]:
+    """Print one round; returns the pipeline's share of bare aiohttp's messages per second,
+    its CPU per message as a multiple of bare aiohttp's, and its share of the Twilio SDK's
+    messages per second."""
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     say(f"\n{title}, load average {load} on {os.cpu_count()} CPUs")
     say(
@@ -351,12 +387,14 @@ def report(title: str, phases: list[Phase]) -> tuple[float, float]:
         say(f"  {p.name:<32} {p.rate:>8,.0f} {p.cpu_ms:>11.3f} {p.seconds:>8.2f} {provider}")
     by = {p.name: p for p in phases}
     send, base = by["pipeline (outbox worker)"], by["bare aiohttp loop"]
-    hook = by["channel send hook alone"]
+    hook, sdk = by["channel send hook alone"], by["official Twilio SDK (async)"]
     say(f"  pipeline / bare aiohttp: {send.rate / base.rate:.0%} of the messages per second, "
         f"{send.cpu_ms / base.cpu_ms:.1f}x the CPU per message")  # fmt: skip
+    say(f"  pipeline / official Twilio SDK: {send.rate / sdk.rate:.0%} of the messages per "
+        f"second, {send.cpu_ms / sdk.cpu_ms:.1f}x the CPU per message")  # fmt: skip
     say(f"  pipeline / channel send hook alone: {send.rate / hook.rate:.0%} of the messages "
         f"per second, {send.cpu_ms / hook.cpu_ms:.1f}x the CPU per message")  # fmt: skip
-    return send.rate / base.rate, send.cpu_ms / base.cpu_ms
+    return send.rate / base.rate, send.cpu_ms / base.cpu_ms, send.rate / sdk.rate
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -381,11 +419,12 @@ async def main_async(args: argparse.Namespace) -> None:
                             )
                             ratios = []
                             for r in range(args.rounds):
-                                # Each round runs the three side by side, so its ratios
+                                # Each round runs the four side by side, so its ratios
                                 # compare figures taken under the same machine load.
                                 phases: list[Phase] = []
                                 await bare(server, n, concurrency, phases)
                                 await channel_only(server, n, concurrency, phases)
+                                await twilio_sdk(server, n, concurrency, phases)
                                 if r:
                                     await requeue(runtime, ids)
                                 await pipeline(runtime, server, ids, concurrency, phases)
@@ -394,12 +433,17 @@ async def main_async(args: argparse.Namespace) -> None:
                                 title = (f"latency {latency:g} ms, {backend}, {n:,} messages, "
                                          f"round {r + 1} of {args.rounds}")  # fmt: skip
                                 ratios.append(report(title, phases))
-                        rates = sorted(x for x, _ in ratios)
-                        cpus = sorted(y for _, y in ratios)
+                        rates = sorted(x for x, _, _ in ratios)
+                        cpus = sorted(y for _, y, _ in ratios)
+                        sdks = sorted(z for _, _, z in ratios)
                         say(f"\nlatency {latency:g} ms, {backend}: pipeline / bare aiohttp over "
                             f"{len(ratios)} rounds: {rates[0]:.0%} to {rates[-1]:.0%} of the "
                             f"messages per second (median {statistics.median(rates):.0%}), "
                             f"{cpus[0]:.1f}x to {cpus[-1]:.1f}x the CPU per message")  # fmt: skip
+                        middle = statistics.median(sdks)
+                        say(f"latency {latency:g} ms, {backend}: pipeline / official Twilio SDK "
+                            f"over {len(ratios)} rounds: {sdks[0]:.0%} to {sdks[-1]:.0%} of the "
+                            f"messages per second (median {middle:.0%})")  # fmt: skip
         finally:
             if pg is not None:
                 pg.__exit__(None, None, None)
