@@ -308,14 +308,12 @@ class Connection(aiosqlite.Connection):
         """A write transaction's BEGIN is still waiting."""
         return bool(self.deferred) and self.deferred[0] == _BEGIN_IMMEDIATE
 
-    def _begin_here(self) -> bool:
+    def _begin_here(self) -> None:
         """Take the write lock for the waiting ``BEGIN IMMEDIATE`` on this thread, if it is
         free right now; the transaction then ends on this thread too (``holding``)."""
         if self._begins_immediate() and self._lock_here():
             del self.deferred[0]
             self.holding = True
-            return True
-        return False
 
     def _lock_here(self) -> bool:
         """``BEGIN IMMEDIATE`` on this thread if the write lock is free right now; False,
